@@ -1,8 +1,8 @@
 """Local lab of Debian 12 machines booted with systemd-nspawn.
 
-    python -m tools.lab up NAME[:GROUP,GROUP...] ... [--inventory FILE]
-    python -m tools.lab down [NAME ...]
-    python -m tools.lab status | inventory [-o FILE] | ssh NAME [COMMAND ...]
+python -m tools.lab up NAME[:GROUP,GROUP...] ... [--inventory FILE]
+python -m tools.lab down [NAME ...]
+python -m tools.lab status | inventory [-o FILE] | ssh NAME [COMMAND ...]
 """
 
 from __future__ import annotations
@@ -14,13 +14,20 @@ from . import lab
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.lab", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.lab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
 
     up = sub.add_parser("up", help="create and boot machines (idempotent)")
-    up.add_argument("machines", nargs="+", metavar="NAME[:GROUPS]",
-                    help="machine name, optionally with comma-separated inventory groups")
+    up.add_argument(
+        "machines",
+        nargs="+",
+        metavar="NAME[:GROUPS]",
+        help="machine name, optionally with comma-separated inventory groups",
+    )
     up.add_argument("--inventory", "-i", help="also write the lab's inventory to this file")
 
     down = sub.add_parser("down", help="stop and remove machines (all when none named)")

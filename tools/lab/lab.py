@@ -32,8 +32,15 @@ BOOT_TIMEOUT = 180
 FIRST_ADDRESS = 10  # .1 is the host, .2-.9 are left for services on the bridge
 
 BASE_PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2",
-    "openssh-server", "sudo", "ca-certificates",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "python3",
+    "python3-apt",
+    "iproute2",
+    "openssh-server",
+    "sudo",
+    "ca-certificates",
 ]
 # command -> the Debian package that provides it
 REQUIRED_COMMANDS = {
@@ -45,8 +52,16 @@ REQUIRED_COMMANDS = {
     "ssh-keygen": "openssh-client",
 }
 SSH_OPTIONS = [
-    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=3",
 ]
 
 BASE = CACHE_DIR / "base-bookworm"
@@ -76,6 +91,7 @@ class Machine:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, text=True, capture_output=True, **kw)
@@ -118,8 +134,10 @@ def load_state() -> dict[str, Machine]:
 
 
 def save_state(machines: dict[str, Machine]) -> None:
-    data = {"subnet": str(SUBNET), "machines": {
-        m.name: {"groups": m.groups, "address": m.address} for m in machines.values()}}
+    data = {
+        "subnet": str(SUBNET),
+        "machines": {m.name: {"groups": m.groups, "address": m.address} for m in machines.values()},
+    }
     write_file(STATE_FILE, json.dumps(data, indent=2) + "\n")
 
 
@@ -134,6 +152,7 @@ def preflight() -> None:
 
 
 # --------------------------------------------------------------------------- processes
+
 
 def lab_processes() -> dict[str, int]:
     """PIDs of the systemd-nspawn processes booting our trees, by machine name."""
@@ -151,7 +170,7 @@ def lab_processes() -> dict[str, int]:
         for arg in argv:
             text = arg.decode(errors="replace")
             if text.startswith(prefix) and text.endswith("/root"):
-                found[text[len(prefix):-len("/root")]] = int(entry.name)
+                found[text[len(prefix) : -len("/root")]] = int(entry.name)
     return found
 
 
@@ -180,6 +199,7 @@ def stop_process(pid: int, grace: float = 10.0) -> None:
 
 # --------------------------------------------------------------------------- host network
 
+
 def check_subnet() -> None:
     routes = json.loads(run(["ip", "-j", "route", "show"]).stdout or "[]")
     for route in routes:
@@ -188,8 +208,10 @@ def check_subnet() -> None:
             continue
         net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
         if net.overlaps(SUBNET):
-            raise LabError(f"lab subnet {SUBNET} overlaps route {dst} on {dev}; "
-                           "pick another with LAB_SUBNET=… (e.g. 198.19.0.0/24)")
+            raise LabError(
+                f"lab subnet {SUBNET} overlaps route {dst} on {dev}; "
+                "pick another with LAB_SUBNET=… (e.g. 198.19.0.0/24)"
+            )
 
 
 def gateway() -> str:
@@ -241,6 +263,7 @@ def remove_host_network() -> None:
 
 # --------------------------------------------------------------------------- trees
 
+
 def ensure_base() -> None:
     """Debootstrap Debian 12 once; later machines are overlays on top of it."""
     if (BASE / ".complete").exists():
@@ -249,11 +272,21 @@ def ensure_base() -> None:
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     print(f"lab: building the Debian 12 base tree in {BASE} (once, about a minute)", flush=True)
-    run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-         "bookworm", str(tmp), MIRROR])
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            "bookworm",
+            str(tmp),
+            MIRROR,
+        ]
+    )
     mirror_security = MIRROR.replace("/debian", "/debian-security")
     write_file(tmp / "etc/apt/sources.list", "")
-    write_file(tmp / "etc/apt/sources.list.d/debian.sources", f"""\
+    write_file(
+        tmp / "etc/apt/sources.list.d/debian.sources",
+        f"""\
 Types: deb
 URIs: {MIRROR}
 Suites: bookworm bookworm-updates
@@ -265,11 +298,14 @@ URIs: {mirror_security}
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-""")
+""",
+    )
     # Machines share one archive directory with the host cache: keep what apt downloads.
-    write_file(tmp / "etc/apt/apt.conf.d/99lab-keep-debs",
-               'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
-               'APT::Keep-Downloaded-Packages "true";\n')
+    write_file(
+        tmp / "etc/apt/apt.conf.d/99lab-keep-debs",
+        'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
+        'APT::Keep-Downloaded-Packages "true";\n',
+    )
     run(["chroot", str(tmp), "systemctl", "enable", "systemd-networkd"])
     run(["chroot", str(tmp), "apt-get", "clean"])
     for key in (tmp / "etc/ssh").glob("ssh_host_*"):
@@ -282,8 +318,9 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 def ensure_key() -> None:
     if not KEY.exists():
         KEY.unlink(missing_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fastapi-ops-lab",
-             "-f", str(KEY)])
+        run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fastapi-ops-lab", "-f", str(KEY)]
+        )
 
 
 def mounted(path: Path) -> bool:
@@ -301,13 +338,24 @@ def make_tree(m: Machine) -> None:
     upper, work = m.dir / "upper", m.dir / "work"
     for d in (upper, work, m.root):
         d.mkdir(parents=True, exist_ok=True)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={BASE},upperdir={upper},workdir={work}", str(m.root)])
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={BASE},upperdir={upper},workdir={work}",
+            str(m.root),
+        ]
+    )
     write_file(m.root / "etc/hostname", m.name + "\n")
     write_file(m.root / "etc/machine-id", secrets.token_hex(16) + "\n", 0o444)
     write_file(m.root / "etc/hosts", f"127.0.0.1 localhost\n{m.address} {m.name}\n")
     # Sorts before the image's 80-container-host0.network, which would ask for DHCP.
-    write_file(m.root / "etc/systemd/network/10-host0.network", f"""\
+    write_file(
+        m.root / "etc/systemd/network/10-host0.network",
+        f"""\
 [Match]
 Name=host0
 
@@ -316,7 +364,8 @@ Address={m.address}/{SUBNET.prefixlen}
 Gateway={gateway()}
 LinkLocalAddressing=no
 IPv6AcceptRA=no
-""")
+""",
+    )
     pub = (KEY.with_suffix(".pub")).read_text()
     write_file(m.root / "root/.ssh/authorized_keys", pub, 0o600)
     (m.root / "root/.ssh").chmod(0o700)
@@ -325,14 +374,26 @@ IPv6AcceptRA=no
 
 # --------------------------------------------------------------------------- machines
 
+
 def boot(m: Machine) -> None:
     log = open(m.dir / "console.log", "w")  # noqa: SIM115 - handed to the child
     subprocess.Popen(
-        ["systemd-nspawn", "-D", str(m.root), "--boot", f"--machine={m.name}",
-         f"--network-bridge={BRIDGE}", "--register=no", "--keep-unit",
-         "--resolv-conf=copy-host", "--console=passive",
-         f"--bind={APT_ARCHIVES}:/var/cache/apt/archives"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        [
+            "systemd-nspawn",
+            "-D",
+            str(m.root),
+            "--boot",
+            f"--machine={m.name}",
+            f"--network-bridge={BRIDGE}",
+            "--register=no",
+            "--keep-unit",
+            "--resolv-conf=copy-host",
+            "--console=passive",
+            f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -342,8 +403,9 @@ def ssh_cmd(address: str) -> list[str]:
 
 
 def system_state(m: Machine) -> str:
-    proc = run([*ssh_cmd(m.address), "systemctl", "is-system-running", "--wait"],
-               check=False, timeout=60)
+    proc = run(
+        [*ssh_cmd(m.address), "systemctl", "is-system-running", "--wait"], check=False, timeout=60
+    )
     return proc.stdout.strip()
 
 
@@ -358,14 +420,15 @@ def wait_ready(m: Machine) -> None:
         if m.name not in lab_processes():
             raise LabError(f"{m.name}: systemd-nspawn exited; see {m.dir / 'console.log'}")
         time.sleep(1)
-    raise LabError(f"{m.name}: not ready after {BOOT_TIMEOUT}s (state {state!r}); "
-                   f"see {m.dir / 'console.log'}")
+    raise LabError(
+        f"{m.name}: not ready after {BOOT_TIMEOUT}s (state {state!r}); see {m.dir / 'console.log'}"
+    )
 
 
 def allocate(m: Machine, taken: set[str]) -> None:
     if m.address:
         return
-    for host in list(SUBNET.hosts())[FIRST_ADDRESS - 1:]:
+    for host in list(SUBNET.hosts())[FIRST_ADDRESS - 1 :]:
         if str(host) not in taken:
             m.address = str(host)
             taken.add(m.address)
@@ -459,8 +522,11 @@ def inventory_yaml() -> str:
     lines += [f"    {k}: {json.dumps(v)}" for k, v in common.items()]
     lines += ["  children:", "    lab:", "      hosts:"]
     for m in state.values():
-        lines += [f"        {m.name}:", f"          ansible_host: {m.address}",
-                  f"          private_address: {m.address}"]
+        lines += [
+            f"        {m.name}:",
+            f"          ansible_host: {m.address}",
+            f"          private_address: {m.address}",
+        ]
     groups: dict[str, list[str]] = {}
     for m in state.values():
         for g in m.groups:
