@@ -65,7 +65,6 @@ SSH_OPTIONS = [
 ]
 
 BASE = CACHE_DIR / "base-bookworm"
-APT_ARCHIVES = CACHE_DIR / "apt-archives"
 MACHINES = STATE_DIR / "machines"
 STATE_FILE = STATE_DIR / "state.json"
 KEY = STATE_DIR / "id_ed25519"
@@ -300,12 +299,6 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """,
     )
-    # Machines share one archive directory with the host cache: keep what apt downloads.
-    write_file(
-        tmp / "etc/apt/apt.conf.d/99lab-keep-debs",
-        'Binary::apt::APT::Keep-Downloaded-Packages "true";\n'
-        'APT::Keep-Downloaded-Packages "true";\n',
-    )
     run(["chroot", str(tmp), "systemctl", "enable", "systemd-networkd"])
     run(["chroot", str(tmp), "apt-get", "clean"])
     for key in (tmp / "etc/ssh").glob("ssh_host_*"):
@@ -389,7 +382,6 @@ def boot(m: Machine) -> None:
             "--keep-unit",
             "--resolv-conf=copy-host",
             "--console=passive",
-            f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -442,7 +434,6 @@ def up(wanted: list[Machine], inventory: str | None = None) -> None:
         check_subnet()
         ensure_base()
         ensure_key()
-        APT_ARCHIVES.mkdir(parents=True, exist_ok=True)
         ensure_bridge()
         ensure_nat()
         state = load_state()
