@@ -1,0 +1,107 @@
+"""JSON read-through cache in Redis with version tokens for invalidation.
+
+Each namespace (one product, or all product lists) has a version key holding a random
+token; data keys embed the token. A write replaces the token, so every older entry
+becomes unreachable at once (no KEYS/SCAN) and a reader that read the database before
+the write can only store its stale copy under the old, dead token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
+
+log = logging.getLogger(__name__)
+
+# Version keys live longer than any data key they guard.
+_VERSION_TTL = 7 * 24 * 3600
+
+
+class Cache:
+    def __init__(
+        self, redis: Redis, prefix: str, enabled: bool = True, retry_interval: float = 2.0
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.enabled = enabled
+        self.retry_interval = retry_interval
+        self._skip_until = 0.0
+
+    def key(self, *parts: object) -> str:
+        return ":".join([self.prefix, *(str(p) for p in parts)])
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        CACHE_ERRORS.labels(operation).inc()
+        self._skip_until = time.monotonic() + self.retry_interval
+        log.warning(
+            "redis unavailable, using the database",
+            extra={"operation": operation, "error": repr(exc)},
+        )
+
+    def _available(self) -> bool:
+        return self.enabled and time.monotonic() >= self._skip_until
+
+    async def _version(self, namespace: str) -> str:
+        version_key = self.key(namespace, "version")
+        token = await self.redis.get(version_key)
+        if token is None:
+            # Never fall back to a fixed default: a lost version key must not
+            # resurrect entries written under an older token.
+            await self.redis.set(version_key, secrets.token_hex(8), nx=True, ex=_VERSION_TTL)
+            token = await self.redis.get(version_key)
+        return str(token)
+
+    async def get_or_load(
+        self,
+        cache: str,
+        namespace: str,
+        params: str,
+        ttl: int,
+        load: Callable[[], Awaitable[Any]],
+    ) -> tuple[Any, bool]:
+        """Return (value, hit). `load` returns a JSON-able value or None (not cached)."""
+        if not self._available():
+            CACHE_MISSES.labels(cache).inc()
+            return await load(), False
+        data_key: str | None = None
+        try:
+            version = await self._version(namespace)
+            data_key = self.key(namespace, version, params)
+            raw = await self.redis.get(data_key)
+        except (RedisError, OSError) as exc:
+            self._failed("get", exc)
+        else:
+            if raw is not None:
+                CACHE_HITS.labels(cache).inc()
+                return json.loads(raw), True
+        CACHE_MISSES.labels(cache).inc()
+        value = await load()
+        if value is not None and data_key is not None:
+            try:
+                await self.redis.set(data_key, json.dumps(value, separators=(",", ":")), ex=ttl)
+            except (RedisError, OSError) as exc:
+                self._failed("set", exc)
+        return value, False
+
+    async def invalidate(self, *namespaces: str) -> bool:
+        """Replace the version tokens; False (logged, counted) if Redis is unreachable."""
+        if not self.enabled:
+            return True
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for namespace in namespaces:
+                    pipe.set(self.key(namespace, "version"), secrets.token_hex(8), ex=_VERSION_TTL)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("invalidate", exc)
+            return False
+        return True

@@ -1,0 +1,177 @@
+"""Settings from the environment (systemd EnvironmentFile) or a `.env` file.
+
+Every invalid or missing value fails at start-up with the setting's name in the message.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+Environment = Literal["development", "testing", "staging", "production"]
+# Environments where a missing SECRET_KEY is tolerated (never deployed).
+_LAX_ENVIRONMENTS = {"development", "testing"}
+_MIN_SECRET_LENGTH = 32
+
+_BASE_CONFIG = SettingsConfigDict(
+    env_file=".env",
+    env_file_encoding="utf-8",
+    case_sensitive=False,
+    extra="ignore",
+)
+
+
+def normalise_database_url(value: str) -> str:
+    """Return a `postgresql+asyncpg://` URL; reject anything else."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must be set")
+    # Heroku-style URLs use the scheme SQLAlchemy dropped in 1.4.
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://") :]
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"must be a PostgreSQL URL, got scheme {url.drivername!r}")
+    if url.get_driver_name() not in ("", "asyncpg", "psycopg2", "psycopg"):
+        raise ValueError(f"unsupported driver {url.get_driver_name()!r}")
+    if not url.database:
+        raise ValueError("must name a database")
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+class DatabaseSettings(BaseSettings):
+    """The subset Alembic needs: migrations must not require the app's secrets."""
+
+    model_config = _BASE_CONFIG
+
+    database_url: str = Field(description="PostgreSQL URL; postgres:// and postgresql:// accepted")
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+    db_connect_timeout: float = Field(5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+
+class Settings(DatabaseSettings):
+    app_name: str = "fastapi-ops-app"
+    environment: Environment = "production"
+    debug: bool = False
+    api_prefix: str = "/api/v1"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    secret_key: SecretStr | None = None
+    app_release: str | None = None
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
+    sentry_dsn: str | None = None
+
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
+    db_pool_recycle: int = Field(1800, ge=-1)
+    db_pool_timeout: float = Field(10.0, gt=0)
+    db_pool_pre_ping: bool = True
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_pool_size: int = Field(20, ge=1)
+    redis_socket_timeout: float = Field(0.5, gt=0)
+    # After a Redis error, cache reads skip Redis for this long instead of
+    # paying a timeout on every request.
+    redis_retry_interval: float = Field(2.0, ge=0)
+
+    cache_enabled: bool = True
+    cache_prefix: str = Field("app", min_length=1)
+    cache_ttl_product: int = Field(300, ge=1)
+    cache_ttl_list: int = Field(60, ge=1)
+    http_cache_max_age: int = Field(5, ge=0)
+
+    lock_timeout: float = Field(10.0, gt=0)
+    lock_wait: float = Field(5.0, ge=0)
+    health_timeout: float = Field(1.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_prefix")
+    @classmethod
+    def _api_prefix(cls, value: str) -> str:
+        if not value.startswith("/") or (len(value) > 1 and value.endswith("/")):
+            raise ValueError("must start with '/' and not end with '/'")
+        return value.rstrip("/")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> object:
+        # Accept a JSON list or a comma-separated list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("app_release", "sentry_dsn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _secret_key_required(self) -> Settings:
+        if self.environment in _LAX_ENVIRONMENTS:
+            return self
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if len(secret) < _MIN_SECRET_LENGTH:
+            # A random per-process default would differ between workers.
+            raise ValueError(
+                f"SECRET_KEY must be set (at least {_MIN_SECRET_LENGTH} characters) "
+                f"when ENVIRONMENT={self.environment}"
+            )
+        return self
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up with one line per invalid setting."""
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+        lines.append(f"{name}: {error['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def load_database_settings() -> DatabaseSettings:
+    try:
+        return DatabaseSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

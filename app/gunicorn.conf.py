@@ -1,0 +1,7 @@
+"""Source-checkout shim: the real config ships in the package (app/gunicorn_conf.py).
+
+gunicorn -c gunicorn.conf.py app.main:app  ==  gunicorn -c python:app.gunicorn_conf app.main:app
+"""
+
+from app.gunicorn_conf import *  # noqa: F403
+from app.gunicorn_conf import child_exit, on_exit, on_starting  # noqa: F401
