@@ -52,7 +52,11 @@ options:
   environment:
     description:
       - Environment variables for Alembic and C(env.py), such as C(DATABASE_URL).
-      - Values are never logged.
+      - Secret values are masked in all output (as with C(no_log)) - the values of
+        variables whose name contains C(PASS), C(SECRET), C(TOKEN), C(KEY), C(URL), C(DSN)
+        or C(CREDENTIAL), every value of 8 characters or more, and passwords inside URLs.
+        Short harmless values such as C(1) stay readable. Still set C(no_log) on the task
+        when the environment holds secrets, so the controller does not print them.
     type: dict
     default: {}
   url_env:
@@ -181,6 +185,7 @@ stderr:
 import inspect
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -197,7 +202,9 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "config": {"type": "path", "default": "alembic.ini"},
     "venv": {"type": "path"},
     "executable": {"type": "path"},
-    "environment": {"type": "dict", "default": {}, "no_log": True},
+    # Not no_log as a whole (that would mask short values such as "1" inside revision ids);
+    # secret-looking values are registered as no_log values in _protect_environment().
+    "environment": {"type": "dict", "default": {}, "no_log": False},
     "url_env": {"type": "str", "default": "DATABASE_URL"},
     "state": {"type": "str", "choices": ["upgraded", "downgraded"], "default": "upgraded"},
     "revision": {"type": "str", "default": "head"},
@@ -217,6 +224,20 @@ def _python(params: dict[str, Any]) -> str:
 
 def _joined(heads: list[str] | None) -> str | None:
     return ",".join(heads) if heads else None
+
+
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|URL|DSN|CREDENTIAL", re.IGNORECASE)
+
+
+def _protect_environment(module: AnsibleModule) -> list[str]:
+    """Register secret-looking environment values as no_log values; return URL passwords."""
+    values = {str(k): str(v) for k, v in module.params["environment"].items()}
+    for name, value in values.items():
+        if value and (_SECRET_NAME.search(name) or len(value) >= 8):
+            module.no_log_values.add(value)
+    passwords = url_passwords(list(values.values()))
+    module.no_log_values.update(passwords)
+    return passwords
 
 
 def _validate(module: AnsibleModule) -> None:
@@ -260,6 +281,7 @@ def run_helper(module: AnsibleModule, request: dict[str, Any]) -> tuple[dict[str
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    secrets = _protect_environment(module)
     _validate(module)
     params = module.params
     config = params["config"]
@@ -277,7 +299,6 @@ def main() -> None:
     }
     started = time.monotonic()
     result, output = run_helper(module, request)
-    secrets = url_passwords([str(v) for v in params["environment"].values()])
     result, output = mask_data(result, secrets), mask_data(output, secrets)
 
     pending = result.get("pending", [])
