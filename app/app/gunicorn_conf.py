@@ -67,6 +67,10 @@ limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
 limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
 loglevel = _env("GUNICORN_LOG_LEVEL", _env("LOG_LEVEL", "info")).lower()
 proc_name = _env("GUNICORN_PROC_NAME", "fastapi-ops-app")
+# gunicornc control socket: off unless a path is given (the default lives in $HOME,
+# which a hardened unit may not have, and two instances would share it).
+control_socket = _env("GUNICORN_CONTROL_SOCKET", "/dev/null")
+control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
 # The app logs one JSON access line per request itself.
 accesslog = None
 errorlog = "-"
@@ -83,8 +87,14 @@ logconfig_dict: dict[str, Any] = {
             "stream": "ext://sys.stdout",
         },
     },
+    # Gunicorn shallow-merges this over its defaults: root must be restated.
+    "root": {"level": loglevel.upper(), "handlers": ["error_console"]},
     "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"]},
+        "gunicorn.error": {
+            "level": loglevel.upper(),
+            "handlers": ["error_console"],
+            "propagate": False,
+        },
     },
 }
 

@@ -12,6 +12,8 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds an ANSI-coloured copy of its message.
+_RESERVED.add("color_message")
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,11 +38,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    """Send the root logger (and uvicorn's) to stdout as JSON; idempotent."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    """Log JSON to stdout from the root logger, once.
+
+    Under Gunicorn the root logger already has a JSON handler (gunicorn_conf's
+    logconfig_dict); adding a second would print every line twice. Handlers that
+    others installed (pytest's capture, for one) are left alone.
+    """
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
     # The access line is ours (middleware); uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.config import load_database_settings
+from app.config import load_database_settings, normalise_database_url
 from app.db import connect_args
 from app.models import Base
 
@@ -24,7 +24,7 @@ target_metadata = Base.metadata
 def _url() -> str:
     # Tests may pass a URL in config.attributes; deployments always use DATABASE_URL.
     url = config.attributes.get("database_url")
-    return str(url) if url else load_database_settings().database_url
+    return normalise_database_url(str(url)) if url else load_database_settings().database_url
 
 
 def run_migrations_offline() -> None:

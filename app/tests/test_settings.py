@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings, SettingsError, load_settings
+
+URL = "postgresql://u:p@127.0.0.1:5432/db"
+SECRET = "s" * 40
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # No .env from the working directory, no variables from the caller's shell.
+    monkeypatch.chdir(tmp_path)
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_postgres_scheme_is_fixed_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.internal:5432/app")
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    assert load_settings().database_url == "postgresql+asyncpg://u:p@db.internal:5432/app"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://u:p@h/db", "not a url", "postgresql://u:p@h:5432", "", "postgresql+pg8000://h/db"],
+)
+def test_bad_database_url_names_the_setting(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        load_settings()
+
+
+def test_missing_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    with pytest.raises(SettingsError, match="DATABASE_URL: Field required"):
+        load_settings()
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_secret_required_outside_development(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    with pytest.raises(SettingsError, match="SECRET_KEY must be set"):
+        load_settings()
+    monkeypatch.setenv("SECRET_KEY", "short")
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        load_settings()
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    assert load_settings().secret_key is not None
+
+
+def test_production_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    with pytest.raises(SettingsError, match="ENVIRONMENT=production"):
+        load_settings()
+
+
+def test_development_needs_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert load_settings().secret_key is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://a.example, https://b.example", ["https://a.example", "https://b.example"]),
+        ('["https://a.example"]', ["https://a.example"]),
+        ("", []),
+    ],
+)
+def test_cors_origins_comma_or_json(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("CORS_ORIGINS", raw)
+    assert load_settings().cors_origins == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "lots"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("LOG_LEVEL", "chatty"),
+        ("API_PREFIX", "api/v1/"),
+        ("ENVIRONMENT", "prod"),
+    ],
+)
+def test_invalid_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        f"DATABASE_URL={URL}\nSECRET_KEY={SECRET}\nDB_POOL_SIZE=7\nAPP_RELEASE=r42\n"
+    )
+    settings = load_settings()
+    assert settings.db_pool_size == 7
+    assert settings.app_release == "r42"
+    assert settings.database_url.startswith("postgresql+asyncpg://")
+
+
+def test_environment_overrides_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"DATABASE_URL={URL}\nSECRET_KEY={SECRET}\nDB_POOL_SIZE=7\n")
+    monkeypatch.setenv("DB_POOL_SIZE", "3")
+    assert load_settings().db_pool_size == 3
