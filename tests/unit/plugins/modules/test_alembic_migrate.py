@@ -289,3 +289,23 @@ def test_two_concurrent_runs_one_waits(db):
     assert res2["from_revision"] == "c3"
     assert res1["lock_waited"] < 0.5
     assert PASSWORD not in json.dumps([res1, res2])
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
+def test_advisory_lock_holds_on_sync_and_async_drivers(db, driver):
+    from ansible_collections.fastapi_ops.stack.plugins.module_utils.alembic_helper import (
+        AdvisoryLock,
+        LockTimeout,
+    )
+
+    url = db.url.replace("+psycopg2", f"+{driver}")
+    key = lock_key(f"test:{db.name}:{driver}")
+    holders = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with AdvisoryLock(url, key, timeout=5):
+        assert db.query(holders)[0][0] == 1
+        with pytest.raises(LockTimeout), AdvisoryLock(url, key, timeout=0.3):
+            pass
+    assert db.query(holders)[0][0] == 0
