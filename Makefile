@@ -1,0 +1,62 @@
+# fastapi_ops.stack — run as root on a Debian 12 machine.
+#   make demo   lab machines + the whole stack deployed with playbooks/site.yml
+#   make test   lint, unit tests, Molecule scenarios on the lab
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export STAGE_LOG := $(CURDIR)/.cache/stages.log
+
+# Scenarios run by `make test`, in order (each creates and destroys its lab machines).
+SCENARIOS ?= common
+# The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
+DEMO ?= full
+DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
+DEMO_MACHINES_small := solo:lb,app,db,cache,monitoring
+DEMO_INVENTORY := .cache/lab-inventory.yml
+
+.PHONY: help bootstrap lint unit molecule test demo lab-down build bench clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+bootstrap:
+	@tools/bootstrap-host
+
+lint: bootstrap
+	ruff check .
+	ruff format --check .
+	python tools/check_argument_specs.py
+	ansible-lint --profile production
+
+unit: bootstrap
+	.ci/host-services
+	pytest -q tests/unit tests/integration
+	if [ -d app/tests ]; then pytest -q app/tests; fi
+
+molecule: bootstrap
+	@for s in $(SCENARIOS); do tools/stage "molecule-$$s" molecule test -s $$s || exit 1; done
+
+test: bootstrap
+	@mkdir -p .cache && : > $(STAGE_LOG)
+	@tools/stage lint $(MAKE) --no-print-directory lint
+	@tools/stage unit $(MAKE) --no-print-directory unit
+	@tools/stage molecule $(MAKE) --no-print-directory molecule
+	@echo "== stage times"; cat $(STAGE_LOG)
+
+demo: bootstrap
+	python -m tools.lab up $(DEMO_MACHINES_$(DEMO)) --inventory $(DEMO_INVENTORY)
+	ansible-playbook -i $(DEMO_INVENTORY) -i inventories/lab playbooks/site.yml
+	@python -m tools.lab status
+	@echo "Tear the lab down with: make lab-down"
+
+lab-down:
+	python -m tools.lab down
+
+build:
+	ansible-galaxy collection build --force --output-path .cache/build
+
+bench: bootstrap
+	@for b in bench/*.py; do python $$b || exit 1; done
+
+clean:
+	rm -rf .cache .ansible
