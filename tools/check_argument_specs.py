@@ -15,14 +15,20 @@ def check(role: Path) -> list[str]:
     spec_file = role / "meta/argument_specs.yml"
     if not spec_file.exists():
         return [f"{role.name}: meta/argument_specs.yml is missing"]
-    defaults = set((yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {})
+    defaults = set(
+        (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
+    )
     specs = yaml.safe_load(spec_file.read_text())["argument_specs"]
     options = specs.get("main", {}).get("options", {}) or {}
     required = {k for k, v in options.items() if v.get("required")}
-    problems = [f"{role.name}: {v} is in defaults but not in argument_specs"
-                for v in sorted(defaults - set(options))]
-    problems += [f"{role.name}: {v} is in argument_specs but has no default"
-                 for v in sorted(set(options) - defaults - required)]
+    problems = [
+        f"{role.name}: {v} is in defaults but not in argument_specs"
+        for v in sorted(defaults - set(options))
+    ]
+    problems += [
+        f"{role.name}: {v} is in argument_specs but has no default"
+        for v in sorted(set(options) - defaults - required)
+    ]
     return problems
 
 
