@@ -12,7 +12,7 @@ SCENARIOS ?= common
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
 DEMO_MACHINES_small := solo:lb,app,db,cache,monitoring
-DEMO_INVENTORY := .cache/lab-inventory.yml
+DEMO_INVENTORY := inventories/lab/hosts.yml
 
 .PHONY: help bootstrap lint unit molecule test demo lab-down build bench clean
 
@@ -45,7 +45,7 @@ test: bootstrap
 
 demo: bootstrap
 	python -m tools.lab up $(DEMO_MACHINES_$(DEMO)) --inventory $(DEMO_INVENTORY)
-	ansible-playbook -i $(DEMO_INVENTORY) -i inventories/lab playbooks/site.yml
+	ansible-playbook -i $(DEMO_INVENTORY) playbooks/site.yml
 	@python -m tools.lab status
 	@echo "Tear the lab down with: make lab-down"
 

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="list machines, addresses and state")
 
     inv = sub.add_parser("inventory", help="print (or write) the Ansible inventory")
+    inv.add_argument("machines", nargs="*", metavar="NAME", help="only these machines")
     inv.add_argument("--output", "-o", help="write to this file instead of stdout")
 
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) on a machine")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "status":
             lab.status()
         elif args.verb == "inventory":
-            text = lab.inventory_yaml()
+            text = lab.inventory_yaml(args.machines)
             if args.output:
                 lab.write_file(args.output, text)
             else:

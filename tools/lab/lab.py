@@ -468,7 +468,7 @@ def up(wanted: list[Machine], inventory: str | None = None) -> None:
         if todo:
             print(f"lab: {len(todo)} machine(s) booted in {time.monotonic() - started:.1f}s")
     if inventory:
-        write_file(inventory, inventory_yaml())
+        write_file(inventory, inventory_yaml([m.name for m in wanted]))
 
 
 def down(names: list[str]) -> None:
@@ -500,9 +500,12 @@ def status() -> None:
         print(f"{m.name:<14} {m.address:<15} {s:<8} {','.join(m.groups)}")
 
 
-def inventory_yaml() -> str:
-    """An Ansible YAML inventory of the lab: every machine in `lab`, plus its groups."""
+def inventory_yaml(names: list[str] | None = None) -> str:
+    """An Ansible YAML inventory of the lab (or of the named machines): every machine
+    in group `lab`, plus its own groups."""
     state = load_state()
+    if names:
+        state = {n: m for n, m in state.items() if n in names}
     common = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(KEY),
