@@ -261,16 +261,18 @@ def ansible_result(proc: subprocess.Popen) -> dict:
 
 def test_two_concurrent_runs_one_waits(db):
     key = lock_key(f"test:{db.name}")
-    args = module_args(db, env={"FIXTURE_SLEEP": "2"})
+    args = module_args(db, env={"FIXTURE_SLEEP": "4"})  # > ansible start-up time
     first = ansible_run(args, {})
     # Observe the first run holding the advisory lock in pg_locks before starting the second.
     seen = threading.Event()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not seen.is_set():
         rows = db.query(
+            # a bigint key shows as classid = high 32 bits, objid = low 32 bits, objsubid 1
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND ((classid::bigint << 32) | objid::bigint) = %s",
-            key & 0xFFFFFFFFFFFFFFFF,
+            " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1",
+            (key >> 32) & 0xFFFFFFFF,
+            key & 0xFFFFFFFF,
         )
         if rows[0][0]:
             seen.set()
