@@ -55,6 +55,31 @@ class RequestMiddleware:
         start = time.perf_counter()
         status = 500
         started = False
+        recorded = False
+
+        def record() -> None:
+            # Called before the last body chunk goes out: once a client has the whole
+            # response, the request is already counted (a scrape right after sees it).
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            duration = time.perf_counter() - start
+            route = route_template(scope)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(duration)
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope["path"],  # never the query string
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
@@ -66,6 +91,8 @@ class RequestMiddleware:
                     headers.append((b"cache-control", b"no-store"))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
             await send(message)
 
         HTTP_IN_FLIGHT.inc()
@@ -87,23 +114,8 @@ class RequestMiddleware:
                     ],
                 }
             )
-            await send({"type": "http.response.body", "body": body})
+            await send_wrapper({"type": "http.response.body", "body": body})
         finally:
+            record()  # no-op unless the response never finished
             HTTP_IN_FLIGHT.dec()
-            duration = time.perf_counter() - start
-            route = route_template(scope)
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(duration)
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope["path"],  # never the query string
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )
             request_id_var.reset(token)
