@@ -1,0 +1,293 @@
+"""Live checks of the monitoring tier on the lab (run on each `monitoring` host).
+
+Targets, firewall, alert rules, retention, dashboards' metric names against a live scrape,
+the app's request counter against traffic sent, and Redis going down.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import testinfra
+import yaml
+
+testinfra_hosts = ["ansible://monitoring"]
+
+REPO = Path(__file__).resolve().parents[3]
+RULES_DIR = REPO / "roles" / "prometheus" / "files" / "rules"
+DASHBOARDS_DIR = REPO / "roles" / "grafana" / "files" / "dashboards"
+_spec = importlib.util.spec_from_file_location(
+    "dashboards", REPO / "roles" / "grafana" / "tools" / "dashboards.py"
+)
+dashboards = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dashboards)
+
+# Tier job -> (inventory group, port); the node job covers every host.
+EXPORTERS = {"postgres": ("db", 9187), "redis": ("cache", 9121), "nginx": ("lb", 9113)}
+
+
+def addr(variables: dict, name: str) -> str:
+    hv = variables["hostvars"][name]
+    return hv.get("private_address", hv["ansible_host"])
+
+
+@pytest.fixture(scope="module")
+def inv(host):
+    v = host.ansible.get_variables()
+    groups = {g: sorted(h) for g, h in v["groups"].items()}
+    hostvars = {}
+    for name in groups["all"]:
+        other = testinfra.get_host(
+            f"ansible://{name}", ansible_inventory=host.backend.ansible_inventory
+        )
+        hostvars[name] = other.ansible.get_variables()
+    return {"groups": groups, "hostvars": hostvars, "me": v["inventory_hostname"]}
+
+
+def get_host(host, name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=host.backend.ansible_inventory)
+
+
+def api(host, inv, path: str) -> dict:
+    url = f"http://{addr(inv, inv['me'])}:9090{path}"
+    out = host.check_output(f"curl -sS --max-time 10 '{url}'")
+    doc = json.loads(out)
+    assert doc["status"] == "success", doc
+    return doc["data"]
+
+
+def query(host, inv, promql: str) -> list:
+    return api(host, inv, "/api/v1/query?query=" + quote(promql, safe=""))["result"]
+
+
+def expected_targets(inv) -> set[tuple[str, str]]:
+    g = inv["groups"]
+    want = {("node", h) for h in g["all"]} | {("prometheus", inv["me"])}
+    want |= {("app", h) for h in g.get("app", [])}
+    for job, (group, _) in EXPORTERS.items():
+        want |= {(job, h) for h in g.get(group, [])}
+    return want
+
+
+def test_node_exporter_everywhere_on_private_address_hardened(host, inv):
+    for name in inv["groups"]["all"]:
+        h = get_host(host, name)
+        assert h.service("prometheus-node-exporter").is_running
+        assert h.socket(f"tcp://{addr(inv, name)}:9100").is_listening
+        assert not h.socket("tcp://0.0.0.0:9100").is_listening
+        out = h.check_output(
+            "systemd-analyze security prometheus-node-exporter.service 2>&1 | tail -1"
+        )
+        exposure = float(re.search(r"level for \S+: ([\d.]+)", out).group(1))
+        assert exposure <= 2.0, out
+
+
+def test_every_target_is_up(host, inv):
+    want = expected_targets(inv)
+    deadline = time.monotonic() + 90
+    while True:
+        active = api(host, inv, "/api/v1/targets?state=active")["activeTargets"]
+        got = {(t["labels"]["job"], t["labels"]["instance"]): t for t in active}
+        down = {k: (t["health"], t["lastError"]) for k, t in got.items() if t["health"] != "up"}
+        if set(got) == want and not down or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert set(got) == want
+    assert down == {}
+
+
+def test_instance_labels_are_inventory_hostnames(host, inv):
+    names = {r["metric"]["instance"] for r in query(host, inv, "up")}
+    assert names == set(inv["groups"]["all"])
+
+
+def test_alert_rules_loaded(host, inv):
+    loaded = {
+        r["name"] for g in api(host, inv, "/api/v1/rules?type=alert")["groups"] for r in g["rules"]
+    }
+    defined = {
+        r["alert"]
+        for f in RULES_DIR.glob("*.yml")
+        for g in yaml.safe_load(f.read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert defined and loaded == defined
+
+
+def test_retention_and_listen_address(host, inv):
+    flags = api(host, inv, "/api/v1/status/flags")
+    assert flags["storage.tsdb.retention.time"] == "15d"
+    assert flags["web.listen-address"] == f"{addr(inv, inv['me'])}:9090"
+    assert host.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
+
+
+def _ports_of(inv, name) -> list[int]:
+    ports = [9100]
+    g = inv["groups"]
+    ports += [port for group, port in EXPORTERS.values() if name in g.get(group, [])]
+    if name in g.get("monitoring", []):
+        ports += [9090]
+    return ports
+
+
+def test_ports_closed_from_non_monitoring_hosts(host, inv):
+    g = inv["groups"]
+    outsiders = [h for h in g["all"] if h not in g.get("monitoring", [])]
+    assert outsiders, "the scenario needs a host outside `monitoring`"
+    src = get_host(host, outsiders[0])
+    for name in g["all"]:
+        if name == outsiders[0]:
+            continue
+        for port in _ports_of(inv, name):
+            r = src.run(
+                f"curl -s -o /dev/null --max-time 3 http://{addr(inv, name)}:{port}/metrics"
+            )
+            assert r.rc == 28, f"{outsiders[0]} -> {name}:{port} must time out (dropped), rc={r.rc}"
+            # ...and open from the monitoring host.
+            assert (
+                host.run(
+                    f"curl -sf -o /dev/null --max-time 5 http://{addr(inv, name)}:{port}/metrics"
+                ).rc
+                == 0
+            )
+
+
+def live_metric_names(host, inv) -> set[str]:
+    """Names Prometheus has stored plus every name a target declares (# TYPE) in a scrape."""
+    names = set(api(host, inv, "/api/v1/label/__name__/values"))
+    for t in api(host, inv, "/api/v1/targets?state=active")["activeTargets"]:
+        text = host.check_output(f"curl -sS --max-time 10 '{t['scrapeUrl']}'")
+        for m in re.finditer(r"^# TYPE (\S+) (\w+)", text, re.M):
+            name, kind = m.groups()
+            names.add(name)
+            if kind in ("histogram", "summary"):
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def test_dashboard_metric_names_are_exported(host, inv):
+    live = live_metric_names(host, inv)
+    missing = {}
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        job_groups = {"app-red": "app", "postgres": "db", "redis": "cache", "nginx": "lb"}
+        group = job_groups.get(path.stem)
+        if group and not inv["groups"].get(group):
+            pytest.fail(f"{path.name}: the scenario has no `{group}` host to check it against")
+        used = set()
+        for q in dashboards.queries(json.loads(path.read_text())):
+            used |= dashboards.metric_names(q)
+        if used - live:
+            missing[path.name] = sorted(used - live)
+    assert missing == {}
+
+
+def test_certificate_expiry_metric(host, inv):
+    pem = "/etc/ssl/lab/monitoring.pem"
+    end = host.check_output(
+        f'date -d "$(openssl x509 -in {pem} -noout -enddate | cut -d= -f2)" +%s'
+    )
+    result = query(host, inv, f'node_tls_certificate_not_after_seconds{{path="{pem}"}}')
+    assert result and int(float(result[0]["value"][1])) == int(end)
+
+
+def test_grafana_provisioning(host, inv):
+    ini = host.file("/etc/grafana/grafana.ini")
+    assert (ini.user, ini.group, ini.mode) == ("root", "grafana", 0o640)
+    text = ini.content_string
+    assert re.search(r"^\[auth\.anonymous\]\nenabled = false$", text, re.M)
+    assert not re.search(r'^admin_password = """admin"""$', text, re.M)
+    assert re.search(r"^allow_sign_up = false$", text, re.M)
+    ds = json.loads(
+        host.file("/etc/grafana/provisioning/datasources/fastapi-ops.yml").content_string
+    )
+    url = ds["datasources"][0]["url"]
+    assert ds["datasources"][0]["uid"] == "prometheus"
+    assert host.run(f"curl -sf --max-time 5 {url}/-/ready").rc == 0
+    for path in DASHBOARDS_DIR.glob("*.json"):
+        remote = host.file(f"/etc/grafana/dashboards/{path.name}")
+        assert json.loads(remote.content_string) == json.loads(path.read_text())
+    # The lab has no Grafana package: nothing pretends it runs.
+    assert not host.package("grafana").is_installed
+    assert not host.service("grafana-server").is_running
+
+
+def _counter(host, inv, route: str) -> float:
+    r = query(host, inv, f'sum(http_requests_total{{job="app", route="{route}"}})')
+    return float(r[0]["value"][1]) if r else 0.0
+
+
+LOAD = r"""
+import http.client, sys, threading
+hosts, port, path, n = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ok = [0]; lock = threading.Lock()
+def run(h, count):
+    c = http.client.HTTPConnection(h, port, timeout=10)
+    for _ in range(count):
+        c.request("GET", path); r = c.getresponse(); r.read()
+        if r.status == 200:
+            with lock: ok[0] += 1
+threads = [threading.Thread(target=run, args=(hosts[i % len(hosts)], n // 8)) for i in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(ok[0])
+"""
+
+
+def test_app_request_rate_matches_traffic(host, inv):
+    apps = inv["groups"].get("app", [])
+    if not apps:
+        pytest.fail("the scenario has no `app` host")
+    route, n = "/health/live", 2000
+    before = _counter(host, inv, route)
+    host.run("cat > /tmp/load.py <<'EOF'\n" + LOAD + "\nEOF")
+    port = inv["hostvars"][apps[0]].get("app_port", 8000)
+    sent = int(
+        host.check_output(
+            f"python3 /tmp/load.py {','.join(addr(inv, a) for a in apps)} {port} {route} {n}"
+        )
+    )
+    assert sent == n
+    deadline, after = time.monotonic() + 60, before
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        after = _counter(host, inv, route)
+        if after - before >= n:
+            break
+    assert abs((after - before) - n) <= 0.01 * n, (before, after, n)
+    rate = query(host, inv, f'sum(rate(http_requests_total{{job="app", route="{route}"}}[1m]))')
+    assert rate and float(rate[0]["value"][1]) > 0
+
+
+def test_redis_down_shows_live(host, inv):
+    caches = inv["groups"].get("cache", [])
+    if not caches:
+        pytest.fail("the scenario has no `cache` host")
+    name = caches[0]
+    cache = get_host(host, name)
+    service = "redis-server"
+
+    def redis_up() -> str:
+        r = query(host, inv, f'redis_up{{instance="{name}"}}')
+        return r[0]["value"][1] if r else "absent"
+
+    assert redis_up() == "1"
+    cache.run(f"systemctl stop {service}")
+    try:
+        deadline = time.monotonic() + 60
+        while redis_up() != "0" and time.monotonic() < deadline:
+            time.sleep(2)
+        assert redis_up() == "0"
+        # The exporter itself stays up: the target is up, redis_up says Redis is not.
+        assert query(host, inv, f'up{{job="redis", instance="{name}"}}')[0]["value"][1] == "1"
+    finally:
+        cache.run(f"systemctl start {service}")
+    deadline = time.monotonic() + 60
+    while redis_up() != "1" and time.monotonic() < deadline:
+        time.sleep(2)
+    assert redis_up() == "1"

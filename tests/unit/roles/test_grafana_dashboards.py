@@ -1,0 +1,120 @@
+"""The grafana role's dashboards: generated JSON is current, each is a well-formed Grafana
+dashboard on the provisioned data source, and the PromQL metric-name extraction that the
+live check (molecule/monitoring) relies on is right.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+ROLE = REPO / "roles" / "grafana"
+DASHBOARD_FILES = sorted((ROLE / "files" / "dashboards").glob("*.json"))
+
+_spec = importlib.util.spec_from_file_location("dashboards", ROLE / "tools" / "dashboards.py")
+dashboards = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dashboards)
+
+PANEL_TYPES = {"timeseries", "stat", "gauge", "table", "bargauge", "text", "row", "heatmap"}
+
+
+def datasource_uid() -> str:
+    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["grafana_datasource_uid"]
+
+
+def test_the_five_dashboards_exist():
+    assert {p.stem for p in DASHBOARD_FILES} == {"app-red", "hosts", "postgres", "redis", "nginx"}
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_committed_json_is_the_generators_output(name: str):
+    path = ROLE / "files" / "dashboards" / f"{name}.json"
+    assert path.read_text() == dashboards.render(name), (
+        "stale: run python roles/grafana/tools/dashboards.py"
+    )
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_valid_grafana_dashboard(path: Path):
+    dash = json.loads(path.read_text())
+    uid = datasource_uid()
+    assert isinstance(dash["title"], str) and dash["title"]
+    assert 0 < len(dash["uid"]) <= 40
+    assert isinstance(dash["schemaVersion"], int) and dash["schemaVersion"] >= 36
+    assert "id" not in dash or dash["id"] is None  # provisioning assigns ids
+    panels = dash["panels"]
+    assert panels
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for p in panels:
+        assert p["type"] in PANEL_TYPES
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert p["datasource"] == {"type": "prometheus", "uid": uid}
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs and len(refs) == len(set(refs))
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == uid
+            assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
+            assert t["expr"].count("{") == t["expr"].count("}"), t["expr"]
+            assert dashboards.metric_names(t["expr"]), f"no metric in {t['expr']!r}"
+    # No two panels overlap on the grid.
+    cells = set()
+    for p in panels:
+        g = p["gridPos"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & mine, f"panel {p['title']!r} overlaps another"
+        cells |= mine
+    for v in dash["templating"]["list"]:
+        assert v["datasource"]["uid"] == uid
+
+
+def test_dashboard_uids_are_unique():
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARD_FILES]
+    assert len(uids) == len(set(uids))
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            'sum by (route) (rate(http_requests_total{job="app"}[$__rate_interval]))',
+            {"http_requests_total"},
+        ),
+        (
+            'histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{a=~"b|c"}[5m])))',
+            {"x_bucket"},
+        ),
+        ("a / on (instance) group_left (le) b > bool 0.5", {"a", "b"}),
+        ('label_values(node_uname_info{job="node"}, instance)', {"node_uname_info"}),
+        (
+            "(node_tls_certificate_not_after_seconds - time()) / 86400 < 1e3",
+            {"node_tls_certificate_not_after_seconds"},
+        ),
+        ('up{job="node", instance=~"$instance"} == 0 and on() vector(1)', {"up"}),
+        (
+            "sum without (cpu) (rate(node_cpu_seconds_total[1m] offset 5m))",
+            {"node_cpu_seconds_total"},
+        ),
+    ],
+)
+def test_metric_names(expr: str, names: set[str]):
+    assert dashboards.metric_names(expr) == names
+
+
+def test_app_dashboard_uses_the_apps_metric_names():
+    """Offline cross-check with app/app/metrics.py (the live check runs in molecule)."""
+    source = (REPO / "app" / "app" / "metrics.py").read_text()
+    used = set()
+    for q in dashboards.queries(json.loads((ROLE / "files/dashboards/app-red.json").read_text())):
+        used |= dashboards.metric_names(q)
+    for name in used:
+        base = name.removesuffix("_bucket")
+        assert f'"{base}"' in source, f"{name} is not defined in app/app/metrics.py"
