@@ -183,8 +183,21 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def parent_wrapper(pid: int) -> int | None:
+    """The reboot loop that started this nspawn, if any."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if WRAPPER.encode() in Path(f"/proc/{ppid}/cmdline").read_bytes():
+            return ppid
+    return None
+
+
 def stop_process(pid: int, grace: float = 10.0) -> None:
     """Ask nspawn to power the machine off; kill it (and its init) if it lingers."""
+    wrapper = parent_wrapper(pid)
+    if wrapper:  # first, so it does not boot the machine again
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(wrapper, signal.SIGKILL)
     inits = children(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -368,10 +381,20 @@ IPv6AcceptRA=no
 # --------------------------------------------------------------------------- machines
 
 
+# systemd-nspawn exits with 133 when the machine reboots: boot it again, as
+# systemd-nspawn@.service does (RestartForceExitStatus=133), so reboot drills work.
+REBOOT_LOOP = 'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done'
+WRAPPER = "fastapi-ops-lab-boot"
+
+
 def boot(m: Machine) -> None:
     log = open(m.dir / "console.log", "w")  # noqa: SIM115 - handed to the child
     subprocess.Popen(
         [
+            "sh",
+            "-c",
+            REBOOT_LOOP,
+            WRAPPER,
             "systemd-nspawn",
             "-D",
             str(m.root),
