@@ -1,0 +1,124 @@
+"""From the network: the app machine gets in with the app credentials and nothing more;
+a machine outside app/monitoring finds every data port closed."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+# These tests drive the other machines themselves; run them once.
+testinfra_hosts = ["data-db"]
+
+PROBE = (
+    "python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(3); "
+    "sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))' {ip} {port}"
+)
+
+
+def reachable(machine, ip: str, port: int) -> bool:
+    return machine.run(PROBE.format(ip=ip, port=port)).rc == 0
+
+
+def psql(
+    machine, ip: str, user: str, password: str, db: str = "app", sql: str = "SELECT current_user"
+):
+    dsn = f"host={ip} dbname={db} user={user} sslmode=prefer connect_timeout=5"
+    return machine.run(
+        f"PGPASSWORD={shlex.quote(password)} psql -AtX {shlex.quote(dsn)} -c {shlex.quote(sql)}"
+    )
+
+
+def redis(machine, ip: str, user: str | None, password: str | None, *args: str):
+    auth = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    user_opt = f"--user {shlex.quote(user)} " if user else ""
+    command = " ".join(shlex.quote(a) for a in args)
+    return machine.run(f"{auth}timeout 10 redis-cli --no-auth-warning -h {ip} {user_opt}{command}")
+
+
+def test_app_credentials_reach_postgres(app, db_address, secrets):
+    result = psql(app, db_address, "app", secrets["pg"])
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "app"
+    # The owner can create objects in its database (migrations).
+    result = psql(
+        app,
+        db_address,
+        "app",
+        secrets["pg"],
+        sql="CREATE TABLE IF NOT EXISTS t_probe (id int); SELECT 1",
+    )
+    assert result.rc == 0, result.stderr
+
+
+def test_wrong_password_refused_by_postgres(app, db_address):
+    result = psql(app, db_address, "app", "not-the-password")
+    assert result.rc != 0
+    assert "password authentication failed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("user", "database"),
+    [("postgres", "postgres"), ("app", "postgres"), ("prometheus", "postgres")],
+)
+def test_no_other_role_or_database_from_the_network(app, db_address, secrets, user, database):
+    result = psql(app, db_address, user, secrets["pg"], db=database)
+    assert result.rc != 0
+    assert "no pg_hba.conf entry" in result.stderr
+
+
+def test_app_credentials_reach_redis(app, db_address, secrets):
+    assert (
+        redis(
+            app, db_address, "app", secrets["redis"], "SET", "probe:k", "v", "EX", "60"
+        ).stdout.strip()
+        == "OK"
+    )
+    assert redis(app, db_address, "app", secrets["redis"], "GET", "probe:k").stdout.strip() == "v"
+    script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+    assert (
+        redis(
+            app, db_address, "app", secrets["redis"], "EVAL", script, "1", "probe:k", "v"
+        ).stdout.strip()
+        == "1"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["FLUSHALL"],
+        ["FLUSHDB"],
+        ["CONFIG", "GET", "*"],
+        ["DEBUG", "SLEEP", "0"],
+        ["KEYS", "*"],
+        ["SHUTDOWN"],
+        ["ACL", "LIST"],
+    ],
+)
+def test_dangerous_commands_refused_to_the_app(app, db_address, secrets, command):
+    result = redis(app, db_address, "app", secrets["redis"], *command)
+    # NOPERM from the ACL; DEBUG is refused even earlier (enable-debug-command no).
+    assert "NOPERM" in result.stdout + result.stderr or "DEBUG command not allowed" in result.stdout
+
+
+def test_wrong_password_refused_by_redis(app, db_address):
+    result = redis(app, db_address, "app", "not-the-password", "PING")
+    assert "WRONGPASS" in result.stdout + result.stderr
+
+
+def test_default_user_refused_by_redis(app, db_address):
+    result = redis(app, db_address, None, None, "GET", "probe:k")
+    assert "NOAUTH" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("port", [9187, 9121])
+def test_exporters_closed_to_the_app(app, db_address, port):
+    assert reachable(app, db_address, 22)
+    assert not reachable(app, db_address, port)
+
+
+@pytest.mark.parametrize("port", [5432, 6379, 9187, 9121])
+def test_data_ports_closed_to_other_machines(out, db_address, port):
+    assert reachable(out, db_address, 22)  # the probe itself works from there
+    assert not reachable(out, db_address, port)

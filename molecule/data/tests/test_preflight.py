@@ -1,0 +1,87 @@
+"""Run the scenario's playbook against the converged machines with bad inputs: it must
+fail in the preflight, with the numbers or the variable in the message, before any host
+changes. And a --check --diff run on the converged machines must be clean."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+from conftest import PROJECT, SCENARIO, inventory_file
+
+testinfra_hosts = ["data-db"]
+
+
+def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+    )
+    return subprocess.run(
+        ["ansible-playbook", "-i", inventory_file(), str(SCENARIO / "converge.yml"), *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    hosts = {}
+    for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+    return hosts
+
+
+def assert_nothing_changed(result):
+    counts = recap(result.stdout)
+    assert counts, result.stdout[-2000:]
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["-e", "postgresql_max_connections=20"],
+            [
+                r"PostgreSQL connection budget exceeded: \d+ connections needed > postgresql_max_connections 20",
+                r"data-app: \d+ workers \(auto from \d+ vCPU/\d+ MB\) x \(app_db_pool_size 5 \+ app_db_max_overflow 5\)",
+                r"\+ postgresql_superuser_reserved_connections 3 \+ postgresql_monitoring_connections 3",
+                r"raise postgresql_max_connections to at least \d+",
+            ],
+        ),
+        (["-e", "redis_maxmemory_policy=sometimes"], [r"redis_maxmemory_policy", r"sometimes"]),
+        (
+            ["-e", "app_db_pool_size=-1"],
+            [r"data-app: app_db_pool_size must be an integer >= 1, got -1"],
+        ),
+        (["-e", "postgresql_max_connections=lots"], [r"postgresql_max_connections", r"int"]),
+    ],
+    ids=["budget", "redis-policy", "negative-pool", "wrong-type"],
+)
+def test_bad_input_fails_before_any_change(host, extra, expected):
+    before = host.check_output("cd / && runuser -u postgres -- psql -AtXc 'SHOW max_connections'")
+    result = playbook(*extra)
+    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert result.returncode != 0, output[-2000:]
+    for pattern in expected:
+        assert re.search(pattern, output), (pattern, output[-3000:])
+    assert_nothing_changed(result)
+    assert (
+        host.check_output("cd / && runuser -u postgres -- psql -AtXc 'SHOW max_connections'")
+        == before
+    )
+
+
+def test_check_mode_on_converged_hosts_is_clean():
+    result = playbook("--check", "--diff")
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = recap(result.stdout)
+    assert all(c["failed"] == 0 for c in counts.values()), counts
+    assert_nothing_changed(result)
