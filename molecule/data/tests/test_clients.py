@@ -75,7 +75,10 @@ def test_app_credentials_reach_redis(app, db_address, secrets):
         == "OK"
     )
     assert redis(app, db_address, "app", secrets["redis"], "GET", "probe:k").stdout.strip() == "v"
-    script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+    script = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) end return 0"
+    )
     assert (
         redis(
             app, db_address, "app", secrets["redis"], "EVAL", script, "1", "probe:k", "v"

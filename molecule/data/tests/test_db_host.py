@@ -26,8 +26,8 @@ def psql(host, sql: str) -> str:
 def redis_exporter_cli(host, *args: str):
     """redis-cli as the exporter's ACL user (the default user is disabled)."""
     cmd = (
-        "REDISCLI_AUTH=$(cat /etc/redis/exporter.password) redis-cli --user exporter --no-auth-warning "
-        + " ".join(args)
+        "REDISCLI_AUTH=$(cat /etc/redis/exporter.password) "
+        "redis-cli --user exporter --no-auth-warning " + " ".join(args)
     )
     return host.run(cmd)
 

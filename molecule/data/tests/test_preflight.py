@@ -50,9 +50,12 @@ def assert_nothing_changed(result):
         (
             ["-e", "postgresql_max_connections=20"],
             [
-                r"PostgreSQL connection budget exceeded: \d+ connections needed > postgresql_max_connections 20",
-                r"data-app: \d+ workers \(auto from \d+ vCPU/\d+ MB\) x \(app_db_pool_size 5 \+ app_db_max_overflow 5\)",
-                r"\+ postgresql_superuser_reserved_connections 3 \+ postgresql_monitoring_connections 3",
+                r"PostgreSQL connection budget exceeded: \d+ connections needed"
+                r" > postgresql_max_connections 20",
+                r"data-app: \d+ workers \(auto from \d+ vCPU/\d+ MB\)"
+                r" x \(app_db_pool_size 5 \+ app_db_max_overflow 5\)",
+                r"\+ postgresql_superuser_reserved_connections 3"
+                r" \+ postgresql_monitoring_connections 3",
                 r"raise postgresql_max_connections to at least \d+",
             ],
         ),
