@@ -1,0 +1,224 @@
+"""Scenario app: one machine with db + cache + app (PostgreSQL, Redis and the app role).
+
+The tests at the end deploy further releases (tests/redeploy.yml) and depend on the order
+of this file: a release under load, a second one that removes the oldest, a config change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loadgen import Load  # noqa: E402
+
+NAME = "fastapi-ops-app"
+ROOT = f"/srv/{NAME}"
+ENV_FILE = f"/etc/{NAME}/{NAME}.env"
+SOCK = f"/run/{NAME}.sock"
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+HERE = Path(__file__).parent
+
+
+def curl(host, path: str, unix: bool = True) -> tuple[int, str]:
+    target = (
+        f"--unix-socket {SOCK} http://localhost{path}"
+        if unix
+        else f"http://{address(host)}:8000{path}"
+    )
+    out = host.check_output(f"curl -s -o /dev/stdout -w '\\n%{{http_code}}' {target}")
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+def address(host) -> str:
+    return host.check_output("hostname -I").split()[0]
+
+
+def env(host) -> dict[str, str]:
+    text = host.file(ENV_FILE).content_string
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line[:64])
+    return {key: value.strip('"') for key, value in pairs if not key.startswith("#")}
+
+
+def main_pid(host) -> int:
+    return int(host.check_output(f"systemctl show -p MainPID --value {NAME}.service"))
+
+
+def worker_pids(host) -> list[int]:
+    out = host.check_output(f"pgrep -P {main_pid(host)} || true")
+    return [int(p) for p in out.split()]
+
+
+def state(host) -> dict:
+    return json.loads(host.file(f"{ROOT}/releases.json").content_string)
+
+
+def playbook(*extra: str, check: bool = False) -> str:
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        str(HERE / "redeploy.yml"),
+        *extra,
+    ]
+    if check:
+        cmd += ["--check", "--diff"]
+    environ = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run(
+        cmd, cwd=PROJECT, env=environ, capture_output=True, text=True, timeout=400
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def recap(stdout: str) -> dict[str, int]:
+    match = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", stdout)
+    assert match, stdout[-2000:]
+    return dict(
+        zip(["ok", "changed", "unreachable", "failed"], map(int, match.groups()), strict=True)
+    )
+
+
+def test_units_active_and_enabled(host):
+    for unit in (f"{NAME}.socket", f"{NAME}.service"):
+        service = host.service(unit)
+        assert service.is_running, unit
+        assert service.is_enabled, unit
+
+
+def test_socket_activation_owns_the_listeners(host):
+    assert host.socket(f"tcp://{address(host)}:8000").is_listening
+    assert host.socket(f"unix://{SOCK}").is_listening
+    listeners = host.check_output(f"systemctl show -p Listen --value {NAME}.socket")
+    assert f"{address(host)}:8000" in listeners and SOCK in listeners
+
+
+def test_system_user_and_config_file(host):
+    user = host.user(NAME)
+    assert user.shell == "/usr/sbin/nologin"
+    env_file = host.file(ENV_FILE)
+    assert env_file.user == "root" and env_file.group == NAME and env_file.mode == 0o640
+    assert host.file(f"{ROOT}/current").linked_to.startswith(f"{ROOT}/releases/")
+    assert host.file(f"{ROOT}/current/venv").user == "root"
+
+
+def test_worker_count_matches_configuration(host):
+    configured = int(env(host)["WEB_CONCURRENCY"])
+    assert configured >= 1
+    deadline = time.time() + 20
+    while len(worker_pids(host)) != configured and time.time() < deadline:
+        time.sleep(1)
+    assert len(worker_pids(host)) == configured
+
+
+def test_workers_use_dev_shm_tmpfs(host):
+    for pid in worker_pids(host):
+        fds = host.check_output(f"ls -l /proc/{pid}/fd")
+        assert "/dev/shm/wgunicorn-" in fds, pid
+        mounts = host.check_output(f"grep ' /dev/shm ' /proc/{pid}/mountinfo")
+        assert " - tmpfs " in mounts
+
+
+def test_keepalive_longer_than_nginx(host):
+    assert int(env(host)["GUNICORN_KEEPALIVE"]) == 75 > 60
+
+
+def test_ready_through_both_sockets(host):
+    for unix in (True, False):
+        code, body = curl(host, "/health/ready", unix=unix)
+        assert code == 200, body
+        assert json.loads(body)["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_version_is_the_current_release(host):
+    code, body = curl(host, "/version")
+    assert code == 200
+    current = host.file(f"{ROOT}/current").linked_to.rsplit("/", 1)[1]
+    assert json.loads(body)["release"] == current == state(host)["current"]
+
+
+def test_migrations_at_head(host):
+    heads = host.check_output(f"cd /tmp && {ROOT}/current/venv/bin/fastapi-ops-app-migrate heads")
+    head = heads.split()[0]
+    query = "SELECT version_num FROM alembic_version"
+    db = host.check_output(f"runuser -u postgres -- psql -d app -tAc '{query}'")
+    assert db.strip() == head
+
+
+def test_systemd_analyze_security(host):
+    out = host.check_output(f"systemd-analyze security --no-pager {NAME}.service")
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze security {NAME}.service: {score}")
+    assert score <= 2.0
+
+
+def test_firewall_dropin_limits_app_port(host):
+    dropin = host.file(f"/etc/nftables.d/{NAME}.nft").content_string
+    assert "8000" in dropin
+    ruleset = host.check_output("nft list ruleset")
+    assert "8000" in ruleset
+
+
+def test_check_mode_is_clean(host):
+    result = recap(playbook(check=True))
+    assert result["failed"] == 0 and result["changed"] == 0, result
+
+
+def test_new_release_under_load_fails_no_request(host):
+    before = state(host)["current"]
+    old_master = main_pid(host)
+    code, body = curl(host, "/api/v1/products/1")
+    if code == 404:
+        payload = json.dumps({"sku": "LOAD-1", "name": "load", "category": "test", "price": "1.00"})
+        host.check_output(
+            f"curl -sf --unix-socket {SOCK} -H 'Content-Type: application/json' "
+            f"-d '{payload}' http://localhost/api/v1/products"
+        )
+    with Load(address(host), 8000, "/api/v1/products/1", connections=32, max_seconds=300) as load:
+        time.sleep(2)
+        playbook("-e", "app_build=test2")
+        time.sleep(2)
+    result = load.result
+    print(
+        f"load during redeploy: sent={result.sent} failed={result.failed} "
+        f"retried={result.retried} errors={result.errors} max_latency={result.max_latency:.2f}s"
+    )
+    assert result.sent > 1000
+    assert result.failed == 0, result.errors
+    after = state(host)
+    assert after["current"] == "0.1.0+test2" and after["previous"] == before
+    assert json.loads(curl(host, "/version")[1])["release"] == "0.1.0+test2"
+    assert not host.file(f"/proc/{old_master}").exists, "old Gunicorn master still running"
+    assert main_pid(host) != old_master
+
+
+def test_third_release_removes_the_oldest(host):
+    first = state(host)["history"][0]["release"]
+    playbook("-e", "app_build=test3")
+    releases = sorted(host.file(f"{ROOT}/releases").listdir())
+    # app_keep_releases=1: the current and one more (the previous).
+    assert releases == ["0.1.0+test2", "0.1.0+test3"], releases
+    assert first not in releases
+    assert state(host)["previous"] == "0.1.0+test2"
+
+
+def test_config_change_reloads_without_restart(host):
+    master, workers = main_pid(host), set(worker_pids(host))
+    playbook("-e", "app_build=test3", "-e", '{"app_env_extra": {"HTTP_CACHE_MAX_AGE": "7"}}')
+    assert main_pid(host) == master, "a config-only change must not restart the master"
+    deadline = time.time() + 30
+    while set(worker_pids(host)) & workers and time.time() < deadline:
+        time.sleep(1)
+    assert not set(worker_pids(host)) & workers, "workers were not replaced by the reload"
+    # The new workers run with the re-read environment file (the app's Cache-Control).
+    for _ in range(5):
+        headers = host.check_output(
+            f"curl -s -D - -o /dev/null --unix-socket {SOCK} http://localhost/api/v1/products/1"
+        )
+        assert "max-age=7" in headers.lower(), headers
