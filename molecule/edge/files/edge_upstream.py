@@ -90,7 +90,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ThreadingHTTPServer((os.environ.get("BIND", "0.0.0.0"), int(os.environ.get("PORT", "8000"))), Handler)
+    server = ThreadingHTTPServer(
+        (os.environ.get("BIND", "0.0.0.0"), int(os.environ.get("PORT", "8000"))), Handler
+    )
     server.daemon_threads = True
     server.serve_forever()
 

@@ -1,0 +1,500 @@
+"""Edge scenario: the nginx role on edge-lb in front of edge-app and edge-app2.
+
+Real clients: edge-app runs curl/openssl/wrk against the lb's address; the lb itself is
+the non-exempt client for the rate-limit test (edge-app is exempt, for wrk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+
+SCENARIO = Path(__file__).resolve().parent.parent
+PROJECT = SCENARIO.parent.parent
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+NAME = "edge.lab.test"
+
+
+def _host(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
+
+
+@pytest.fixture(scope="module")
+def lb():
+    return _host("edge-lb")
+
+
+@pytest.fixture(scope="module")
+def client():
+    return _host("edge-app")
+
+
+@pytest.fixture(scope="module")
+def app2():
+    return _host("edge-app2")
+
+
+@pytest.fixture(scope="module")
+def lb_addr(lb) -> str:
+    return lb.ansible.get_variables()["ansible_host"]
+
+
+def curl(host, lb_addr: str, path: str, *args: str, scheme: str = "https") -> tuple[int, dict, str]:
+    """One request from `host` to the lb; returns (status, lower-case headers, body)."""
+    port = 443 if scheme == "https" else 80
+    cmd = [
+        "curl",
+        "-sk",
+        "--max-time",
+        "10",
+        "--resolve",
+        f"{NAME}:{port}:{lb_addr}",
+        "-D",
+        "/dev/stderr",
+    ]
+    cmd += list(args) + [f"{scheme}://{NAME}{path}"]
+    out = host.run(shlex.join(cmd))
+    assert out.rc == 0, out.stderr
+    lines = out.stderr.replace("\r", "").split("\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return status, headers, out.stdout
+
+
+def start_upstream(*hosts) -> None:
+    """Start the stand-in upstream and wait until it answers on its port."""
+    for h in hosts:
+        h.run("systemctl start edge-upstream")
+        addr = h.ansible.get_variables()["ansible_host"]
+        for _ in range(50):
+            if h.run(f"curl -s -o /dev/null --max-time 1 http://{addr}:8000/nostore").rc == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"edge-upstream on {h} did not come back")
+
+
+def uniq() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def ansible_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / playbook), *extra],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+# --- service, config, hardening ---------------------------------------------------------------
+
+
+def test_nginx_running_with_checked_tree(lb):
+    assert lb.service("nginx").is_running
+    assert lb.service("nginx").is_enabled
+    assert lb.run("nginx -t").rc == 0
+    # What runs is what was staged and checked.
+    for rel in (
+        "nginx.conf",
+        "fastapi_ops/site.conf",
+        "fastapi_ops/upstream.conf",
+        "fastapi_ops/http.conf",
+    ):
+        assert (
+            lb.file(f"/etc/nginx/{rel}").sha256sum
+            == lb.file(f"/var/lib/fastapi-ops/nginx-staging/{rel}").sha256sum
+        )
+    assert not lb.file("/etc/nginx/sites-enabled/default").exists
+
+
+def test_tls_key_is_private(lb):
+    key = lb.file("/etc/nginx/tls/server.key")
+    assert key.user == "root" and key.mode == 0o600
+
+
+def test_hardening_drop_in_applied(lb):
+    out = lb.check_output("systemd-analyze security nginx.service --no-pager | tail -1")
+    score = float(re.search(r"level for nginx.service: ([0-9.]+)", out).group(1))
+    assert score < 5.0, out
+    assert lb.check_output("systemctl show -p ProtectSystem --value nginx") == "strict"
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def _handshake(client, lb_addr: str, *args: str):
+    # SECLEVEL=0 so the *client* is willing to offer old protocols: a failure is the server's refusal.
+    cmd = f"echo | openssl s_client -connect {lb_addr}:443 -servername {NAME} -cipher 'ALL:@SECLEVEL=0' {' '.join(args)}"
+    return client.run(cmd + " 2>&1")
+
+
+@pytest.mark.parametrize("proto", ["-tls1", "-tls1_1"])
+def test_old_tls_refused(client, lb_addr, proto):
+    out = _handshake(client, lb_addr, proto)
+    assert out.rc != 0
+    assert "protocol version" in out.stdout or "no protocols available" not in out.stdout, (
+        out.stdout
+    )
+    assert "Cipher is (NONE)" in out.stdout or "New, (NONE)" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize(("proto", "expect"), [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
+def test_modern_tls_accepted(client, lb_addr, proto, expect):
+    out = _handshake(client, lb_addr, proto)
+    assert out.rc == 0, out.stdout
+    assert f"Protocol  : {expect}" in out.stdout or f"New, {expect}" in out.stdout, out.stdout
+
+
+def test_only_ecdhe_aead_suites(client, lb_addr):
+    offered = client.check_output("openssl ciphers -tls1_2 'ALL:@SECLEVEL=0'").split(":")
+    assert len(offered) > 30  # the client really tries many, weak ones included
+    # One handshake per TLS 1.2 suite the client knows, in one shell loop on the client.
+    script = (
+        "for c in $(openssl ciphers -tls1_2 'ALL:@SECLEVEL=0' | tr ':' ' '); do "
+        f"echo | timeout 5 openssl s_client -connect {lb_addr}:443 -tls1_2 -cipher \"$c:@SECLEVEL=0\" "
+        ">/dev/null 2>&1 && echo $c; done; true"
+    )
+    accepted = client.check_output(script).split()
+    assert accepted, "no TLS 1.2 suite accepted"
+    for cipher in accepted:
+        assert cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher), accepted
+
+
+def test_http2_negotiated(client, lb_addr):
+    out = client.check_output(
+        f"curl -sk --http2 -o /dev/null -w '%{{http_version}} %{{ssl_verify_result}}' --resolve {NAME}:443:{lb_addr} https://{NAME}/nostore"
+    )
+    assert out.split()[0] == "2"
+
+
+def test_http_redirects_to_https(client, lb_addr):
+    status, headers, _ = curl(client, lb_addr, "/some/path?x=1", scheme="http")
+    assert status == 301
+    assert headers["location"] == f"https://{NAME}/some/path?x=1"
+
+
+def test_acme_challenge_path_not_redirected(client, lb_addr):
+    status, _, _ = curl(client, lb_addr, "/.well-known/acme-challenge/missing", scheme="http")
+    assert status == 404
+
+
+# --- headers ----------------------------------------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=63072000",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "content-security-policy": "frame-ancestors 'none'",
+    "referrer-policy": "strict-origin-when-cross-origin",
+}
+
+
+@pytest.fixture(scope="module")
+def static_file(lb):
+    lb.run(
+        "printf 'hello static\\n' > /var/www/fastapi_ops/static/hello.txt && chmod 0644 /var/www/fastapi_ops/static/hello.txt"
+    )
+    return "/static/hello.txt"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/products/1", "/nostore", "/metrics", "/upload/x", "STATIC", "/static/missing"]
+)
+def test_security_headers_on_every_location(client, lb_addr, static_file, path):
+    path = static_file if path == "STATIC" else path
+    status, headers, _ = curl(client, lb_addr, path)
+    assert status in (200, 403, 404), (path, status)
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name) == value, (path, name, headers)
+    assert "x-xss-protection" not in headers
+    assert headers["server"] == "nginx"  # server_tokens off: no version
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+
+
+def test_static_served_by_nginx(client, lb_addr, static_file):
+    status, headers, body = curl(client, lb_addr, static_file)
+    assert status == 200 and body == "hello static\n"
+    assert "max-age=604800" in headers["cache-control"]
+
+
+# --- proxying ------------------------------------------------------------------------------------------
+
+
+def test_upstream_sees_forwarded_headers_and_request_id(client, lb_addr):
+    client_addr = client.ansible.get_variables()["ansible_host"]
+    _, headers, body = curl(
+        client, lb_addr, f"/nostore?{uniq()}", "-H", "X-Request-ID: edge-test.42"
+    )
+    doc = json.loads(body)
+    assert doc["x_request_id"] == "edge-test.42" and headers["x-request-id"] == "edge-test.42"
+    assert doc["x_forwarded_for"] == client_addr and doc["x_forwarded_proto"] == "https"
+    # A malformed id is replaced by Nginx's own.
+    _, headers, body = curl(client, lb_addr, f"/nostore?{uniq()}", "-H", "X-Request-ID: <script>")
+    assert re.fullmatch(r"[0-9a-f]{32}", json.loads(body)["x_request_id"])
+
+
+def test_keepalive_to_upstream_and_websocket_upgrade_map(client, lb_addr):
+    peers = set()
+    for _ in range(12):
+        doc = json.loads(curl(client, lb_addr, f"/nostore?{uniq()}")[2])
+        assert doc["connection"] is None  # no constant "Connection: upgrade"
+        peers.add((doc["host"], doc["peer_port"]))
+    # 2 app hosts x at most 2 workers: connections are reused, not one per request.
+    assert len(peers) <= 6, peers
+    doc = json.loads(
+        curl(
+            client,
+            lb_addr,
+            f"/nostore?{uniq()}",
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+        )[2]
+    )
+    assert doc["upgrade"] == "websocket" and doc["connection"].lower() == "upgrade"
+
+
+def test_metrics_closed_to_the_public(client, lb_addr, lb):
+    assert curl(client, lb_addr, "/metrics")[0] == 403
+    # Allowed from localhost (allow-list).
+    out = lb.check_output("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/metrics")
+    assert out == "200"
+
+
+def test_body_size_limit_per_location(client, lb_addr):
+    client.run("head -c 2000000 /dev/zero > /tmp/edge-2mb")
+    status, _, _ = curl(client, lb_addr, "/upload/x", "--data-binary", "@/tmp/edge-2mb")
+    assert status == 413
+    assert curl(client, lb_addr, "/upload/x", "--data-binary", "small")[0] == 200
+
+
+# --- upstream: balancing, passive health, drain -----------------------------------------------------
+
+
+def _hosts_seen(client, lb_addr, n=16) -> list[str]:
+    return [json.loads(curl(client, lb_addr, f"/nostore?{uniq()}")[2])["host"] for _ in range(n)]
+
+
+def test_both_members_serve(client, lb_addr):
+    assert set(_hosts_seen(client, lb_addr)) == {"edge-app", "edge-app2"}
+
+
+def test_drain_with_tasks_from_upstream(client, lb, lb_addr):
+    start = time.monotonic()
+    res = ansible_playbook("drain.yml", "-e", '{"edge_drain": ["edge-app2"]}')
+    drain_seconds = time.monotonic() - start
+    try:
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert (
+            "down;  # edge-app2" in lb.file("/etc/nginx/fastapi_ops/upstream.conf").content_string
+        )
+        assert set(_hosts_seen(client, lb_addr)) == {"edge-app"}
+        print(f"drain playbook wall time: {drain_seconds:.1f}s")
+    finally:
+        res = ansible_playbook("drain.yml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (
+        "down"
+        not in lb.file("/etc/nginx/fastapi_ops/upstream.conf")
+        .content_string.split("upstream")[-1]
+        .split("keepalive")[0]
+    )
+    assert set(_hosts_seen(client, lb_addr)) == {"edge-app", "edge-app2"}
+
+
+def test_draining_every_member_is_refused(lb):
+    before = lb.file("/etc/nginx/fastapi_ops/upstream.conf").sha256sum
+    res = ansible_playbook("drain.yml", "-e", '{"edge_drain": ["edge-app", "edge-app2"]}')
+    assert res.returncode != 0
+    assert "Refusing to drain every member" in res.stdout
+    assert lb.file("/etc/nginx/fastapi_ops/upstream.conf").sha256sum == before
+
+
+def test_failed_member_is_skipped(client, app2, lb_addr):
+    app2.run("systemctl stop edge-upstream")
+    try:
+        codes = [curl(client, lb_addr, f"/nostore?{uniq()}")[0] for _ in range(10)]
+        assert codes == [200] * 10  # proxy_next_upstream retried the GETs on edge-app
+    finally:
+        start_upstream(app2)
+
+
+# --- cache ---------------------------------------------------------------------------------------------
+
+
+def test_second_get_is_a_hit(client, lb_addr):
+    path = f"/api/v1/products/{uniq()}"
+    assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
+    status, headers, _ = curl(client, lb_addr, path)
+    assert status == 200 and headers["x-cache-status"] == "HIT"
+    # HEAD is answered from the same entry.
+    assert curl(client, lb_addr, path, "-I")[1]["x-cache-status"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    "credential", [("-H", "Authorization: Bearer secret"), ("-H", "Cookie: session=abc")]
+)
+def test_credentials_never_hit_nor_poison(client, lb_addr, credential):
+    path = f"/api/v1/products/{uniq()}"
+    # With credentials first: bypass, and the response is not stored.
+    status, headers, body = curl(client, lb_addr, path, *credential)
+    assert headers["x-cache-status"] == "BYPASS"
+    # Anonymous: a MISS (nothing stored by the credentialed request), then a HIT.
+    status, headers, body = curl(client, lb_addr, path)
+    assert headers["x-cache-status"] == "MISS"
+    assert json.loads(body)["authorization"] is False and json.loads(body)["cookie"] is None
+    assert curl(client, lb_addr, path)[1]["x-cache-status"] == "HIT"
+    # Credentials on a cached URL still go to the app.
+    status, headers, body = curl(client, lb_addr, path, *credential)
+    assert headers["x-cache-status"] == "BYPASS"
+    doc = json.loads(body)
+    assert doc["authorization"] or doc["cookie"] == "session=abc"
+
+
+def test_no_store_not_cached(client, lb_addr):
+    path = f"/nostore?{uniq()}"
+    for _ in range(3):
+        assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
+
+
+def test_response_without_cache_headers_not_cached(client, lb_addr):
+    path = f"/nocache-headers?{uniq()}"
+    for _ in range(2):
+        assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
+
+
+def test_stale_served_when_upstream_down(client, app2, lb_addr):
+    path = f"/short?{uniq()}"
+    assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
+    assert curl(client, lb_addr, path)[1]["x-cache-status"] == "HIT"
+    for h in (client, app2):
+        h.run("systemctl stop edge-upstream")
+    try:
+        time.sleep(2.2)  # max-age=1 has expired
+        status, headers, body = curl(client, lb_addr, path)
+        assert status == 200
+        assert headers["x-cache-status"] in ("STALE", "UPDATING")
+        assert json.loads(body)["path"] == "/short"
+        # An uncached URL has nothing to fall back on.
+        assert curl(client, lb_addr, f"/nostore?{uniq()}")[0] == 502
+    finally:
+        start_upstream(client, app2)
+
+
+# --- limits ----------------------------------------------------------------------------------------------
+
+
+def _burst(host, lb_addr, n=60) -> list[str]:
+    url = f"https://{NAME}/nostore"
+    parts = [
+        "curl",
+        "-sk",
+        "--http1.1",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        str(n),
+    ]
+    parts += ["--resolve", f"{NAME}:443:{lb_addr}", "-w", "%{http_code}\\n"]
+    for i in range(n):
+        parts += ["-o", "/dev/null", f"{url}?b={i}"]
+    return host.check_output(" ".join(shlex.quote(p) for p in parts)).split()
+
+
+def test_burst_above_rate_gets_429(lb, lb_addr):
+    time.sleep(2.5)  # let the bucket drain from earlier tests (10 r/s)
+    codes = _burst(lb, lb_addr)  # from the lb's own address: not exempt
+    ok, limited = codes.count("200"), codes.count("429")
+    assert ok + limited == 60, codes
+    assert limited > 0, codes
+    assert 15 <= ok <= 35, codes  # burst 20 (+ the rate's refill), limit_conn 20
+
+
+def test_exempt_client_not_limited(client, lb_addr):
+    codes = _burst(client, lb_addr)
+    assert codes.count("200") == 60, codes
+
+
+# --- exporter ----------------------------------------------------------------------------------------------
+
+
+def test_stub_status_local_and_exporter(lb, lb_addr, client):
+    assert "Active connections" in lb.check_output("curl -s http://127.0.0.1:8080/stub_status")
+    metrics = lb.check_output(f"curl -s http://{lb_addr}:9113/metrics")
+    assert "nginx_up 1" in metrics
+    assert "nginx_connections_accepted" in metrics
+    # Not a monitoring host: the firewall drops it.
+    assert client.run(f"curl -s --max-time 3 http://{lb_addr}:9113/metrics").rc != 0
+
+
+# --- a broken configuration never goes live -----------------------------------------------------------
+
+
+def test_broken_value_stops_at_nginx_t_and_live_config_keeps_serving(lb, client, lb_addr):
+    staged = "/var/lib/fastapi-ops/nginx-staging"
+    live_before = lb.file("/etc/nginx/fastapi_ops/http.conf").sha256sum
+    lb.run(f"cp -a {staged} /root/staging.bak")
+    try:
+        res = ansible_playbook("broken.yml")
+        assert res.returncode != 0
+        assert "Check the whole staged configuration with nginx -t" in res.stdout
+        assert "client_max_body_size" in res.stdout  # nginx -t names the bad directive
+        assert lb.file("/etc/nginx/fastapi_ops/http.conf").sha256sum == live_before
+        assert lb.run("nginx -t").rc == 0  # a restart would still work
+        assert curl(client, lb_addr, f"/nostore?{uniq()}")[0] == 200
+    finally:
+        lb.run(f"rm -rf {staged} && mv /root/staging.bak {staged}")
+
+
+# --- benchmark: cached GET vs a static file of the same size -------------------------------------------
+
+
+def _wrk(client, url: str, seconds: int) -> tuple[float, str]:
+    out = client.check_output(f"wrk -t2 -c32 -d{seconds}s --latency {url}")
+    assert "Non-2xx" not in out, out
+    return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)), out
+
+
+def test_wrk_cached_get_vs_static(client, lb, lb_addr):
+    seconds = int(os.environ.get("EDGE_WRK_SECONDS", "5"))
+    path = "/api/v1/products/bench?cc=public,max-age=600&pad=600"
+    status, headers, body = curl(client, lb_addr, path)
+    status, headers, body = curl(client, lb_addr, path)
+    assert headers["x-cache-status"] == "HIT"
+    size = len(body.encode())
+    lb.run(
+        f"head -c {size} /dev/zero | tr '\\0' x > /var/www/fastapi_ops/static/bench.json && chmod 0644 /var/www/fastapi_ops/static/bench.json"
+    )
+    assert lb.file("/var/www/fastapi_ops/static/bench.json").size == size
+    cached, cached_out = _wrk(client, f"'https://{lb_addr}{path}'", seconds)
+    static, static_out = _wrk(client, f"https://{lb_addr}/static/bench.json", seconds)
+    report = (
+        f"wrk -t2 -c32 -d{seconds}s, body {size} bytes, from edge-app to edge-lb (HTTPS):\n"
+        f"  cached GET  {path}: {cached:.0f} req/s\n"
+        f"  static file /static/bench.json: {static:.0f} req/s\n"
+        f"  ratio cached/static: {cached / static:.2f}\n"
+    )
+    print(report + cached_out + static_out)
+    (PROJECT / ".cache").mkdir(exist_ok=True)
+    (PROJECT / ".cache" / "edge-wrk.txt").write_text(report + cached_out + static_out)
+    assert cached > 0 and static > 0
