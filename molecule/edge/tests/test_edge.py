@@ -104,7 +104,7 @@ def ansible_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-# --- service, config, hardening ---------------------------------------------------------------
+# --- service, config, hardening ----------------------------------------------------------
 
 
 def test_nginx_running_with_checked_tree(lb):
@@ -137,12 +137,15 @@ def test_hardening_drop_in_applied(lb):
     assert lb.check_output("systemctl show -p ProtectSystem --value nginx") == "strict"
 
 
-# --- TLS ---------------------------------------------------------------------------------------
+# --- TLS ---------------------------------------------------------------------------------
 
 
 def _handshake(client, lb_addr: str, *args: str):
-    # SECLEVEL=0 so the *client* is willing to offer old protocols: a failure is the server's refusal.
-    cmd = f"echo | openssl s_client -connect {lb_addr}:443 -servername {NAME} -cipher 'ALL:@SECLEVEL=0' {' '.join(args)}"
+    # SECLEVEL=0 makes the *client* offer old protocols: a failure is the server's refusal.
+    cmd = (
+        f"echo | openssl s_client -connect {lb_addr}:443 -servername {NAME}"
+        f" -cipher 'ALL:@SECLEVEL=0' {' '.join(args)}"
+    )
     return client.run(cmd + " 2>&1")
 
 
@@ -169,7 +172,8 @@ def test_only_ecdhe_aead_suites(client, lb_addr):
     # One handshake per TLS 1.2 suite the client knows, in one shell loop on the client.
     script = (
         "for c in $(openssl ciphers -tls1_2 'ALL:@SECLEVEL=0' | tr ':' ' '); do "
-        f"echo | timeout 5 openssl s_client -connect {lb_addr}:443 -tls1_2 -cipher \"$c:@SECLEVEL=0\" "
+        f"echo | timeout 5 openssl s_client -connect {lb_addr}:443 -tls1_2"
+        ' -cipher "$c:@SECLEVEL=0" '
         ">/dev/null 2>&1 && echo $c; done; true"
     )
     accepted = client.check_output(script).split()
@@ -180,7 +184,8 @@ def test_only_ecdhe_aead_suites(client, lb_addr):
 
 def test_http2_negotiated(client, lb_addr):
     out = client.check_output(
-        f"curl -sk --http2 -o /dev/null -w '%{{http_version}} %{{ssl_verify_result}}' --resolve {NAME}:443:{lb_addr} https://{NAME}/nostore"
+        f"curl -sk --http2 -o /dev/null -w '%{{http_version}}'"
+        f" --resolve {NAME}:443:{lb_addr} https://{NAME}/nostore"
     )
     assert out.split()[0] == "2"
 
@@ -196,7 +201,7 @@ def test_acme_challenge_path_not_redirected(client, lb_addr):
     assert status == 404
 
 
-# --- headers ----------------------------------------------------------------------------------------
+# --- headers -----------------------------------------------------------------------------
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000",
@@ -210,7 +215,8 @@ SECURITY_HEADERS = {
 @pytest.fixture(scope="module")
 def static_file(lb):
     lb.run(
-        "printf 'hello static\\n' > /var/www/fastapi_ops/static/hello.txt && chmod 0644 /var/www/fastapi_ops/static/hello.txt"
+        "printf 'hello static\\n' > /var/www/fastapi_ops/static/hello.txt"
+        " && chmod 0644 /var/www/fastapi_ops/static/hello.txt"
     )
     return "/static/hello.txt"
 
@@ -235,7 +241,7 @@ def test_static_served_by_nginx(client, lb_addr, static_file):
     assert "max-age=604800" in headers["cache-control"]
 
 
-# --- proxying ------------------------------------------------------------------------------------------
+# --- proxying ----------------------------------------------------------------------------
 
 
 def test_upstream_sees_forwarded_headers_and_request_id(client, lb_addr):
@@ -288,7 +294,7 @@ def test_body_size_limit_per_location(client, lb_addr):
     assert curl(client, lb_addr, "/upload/x", "--data-binary", "small")[0] == 200
 
 
-# --- upstream: balancing, passive health, drain -----------------------------------------------------
+# --- upstream: balancing, passive health, drain ------------------------------------------
 
 
 def _hosts_seen(client, lb_addr, n=16) -> list[str]:
@@ -339,7 +345,7 @@ def test_failed_member_is_skipped(client, app2, lb_addr):
         start_upstream(app2)
 
 
-# --- cache ---------------------------------------------------------------------------------------------
+# --- cache -------------------------------------------------------------------------------
 
 
 def test_second_get_is_a_hit(client, lb_addr):
@@ -401,7 +407,7 @@ def test_stale_served_when_upstream_down(client, app2, lb_addr):
         start_upstream(client, app2)
 
 
-# --- limits ----------------------------------------------------------------------------------------------
+# --- limits ------------------------------------------------------------------------------
 
 
 def _burst(host, lb_addr, n=60) -> list[str]:
@@ -435,7 +441,7 @@ def test_exempt_client_not_limited(client, lb_addr):
     assert codes.count("200") == 60, codes
 
 
-# --- exporter ----------------------------------------------------------------------------------------------
+# --- exporter ----------------------------------------------------------------------------
 
 
 def test_stub_status_local_and_exporter(lb, lb_addr, client):
@@ -447,7 +453,7 @@ def test_stub_status_local_and_exporter(lb, lb_addr, client):
     assert client.run(f"curl -s --max-time 3 http://{lb_addr}:9113/metrics").rc != 0
 
 
-# --- a broken configuration never goes live -----------------------------------------------------------
+# --- a broken configuration never goes live ----------------------------------------------
 
 
 def test_broken_value_stops_at_nginx_t_and_live_config_keeps_serving(lb, client, lb_addr):
@@ -466,7 +472,7 @@ def test_broken_value_stops_at_nginx_t_and_live_config_keeps_serving(lb, client,
         lb.run(f"rm -rf {staged} && mv /root/staging.bak {staged}")
 
 
-# --- benchmark: cached GET vs a static file of the same size -------------------------------------------
+# --- benchmark: cached GET vs a static file of the same size -----------------------------
 
 
 def _wrk(client, url: str, seconds: int) -> tuple[float, str]:
@@ -483,7 +489,8 @@ def test_wrk_cached_get_vs_static(client, lb, lb_addr):
     assert headers["x-cache-status"] == "HIT"
     size = len(body.encode())
     lb.run(
-        f"head -c {size} /dev/zero | tr '\\0' x > /var/www/fastapi_ops/static/bench.json && chmod 0644 /var/www/fastapi_ops/static/bench.json"
+        f"head -c {size} /dev/zero | tr '\\0' x > /var/www/fastapi_ops/static/bench.json"
+        " && chmod 0644 /var/www/fastapi_ops/static/bench.json"
     )
     assert lb.file("/var/www/fastapi_ops/static/bench.json").size == size
     cached, cached_out = _wrk(client, f"'https://{lb_addr}{path}'", seconds)
