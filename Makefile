@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
 # Scenarios run by `make test`, in order (each creates and destroys its lab machines).
-SCENARIOS ?= common
+SCENARIOS ?= common data
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
@@ -46,6 +46,8 @@ test: bootstrap
 demo: bootstrap
 	python -m tools.lab up $(DEMO_MACHINES_$(DEMO)) --inventory $(DEMO_INVENTORY)
 	ansible-playbook -i $(DEMO_INVENTORY) playbooks/site.yml
+	@echo "== a few requests through Nginx over HTTPS"
+	python -m tools.smoke $(DEMO_INVENTORY)
 	@python -m tools.lab status
 	@echo "Tear the lab down with: make lab-down"
 
