@@ -111,7 +111,7 @@ EXAMPLES = r"""
     url: http://localhost/health/ready
     unix_socket: /run/shop/gunicorn.sock
     json_equals:
-      status: ready
+      status: ok
     checks_ok: [database, redis]
     expect_release: "{{ app_release_id }}"
     release_url: http://localhost/version
@@ -137,7 +137,7 @@ body:
   description: Body of the last response, parsed as JSON when it is JSON.
   returned: always
   type: raw
-  sample: {status: ready, checks: {database: ok, redis: ok}}
+  sample: {status: ok, checks: {database: ok, redis: ok}}
 headers:
   description: Headers of the last response.
   returned: always
