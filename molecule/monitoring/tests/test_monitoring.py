@@ -34,7 +34,10 @@ EXPORTERS = {"postgres": ("db", 9187), "redis": ("cache", 9121), "nginx": ("lb",
 
 def addr(variables: dict, name: str) -> str:
     hv = variables["hostvars"][name]
-    return hv.get("private_address", hv["ansible_host"])
+    private = hv.get("private_address", "")
+    # get_variables() returns inventory values unrendered: a templated private_address
+    # (the scenario sets it to "{{ ansible_host }}") resolves to ansible_host.
+    return private if private and "{{" not in private else hv["ansible_host"]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,18 @@ def live_metric_names(host, inv) -> set[str]:
     return names
 
 
+def exercise_app(host, inv) -> None:
+    """Labelled counters appear on first use: read products twice (cache miss, then hit)."""
+    for a in inv["groups"].get("app", []):
+        port = inv["hostvars"][a].get("app_port", 8000)
+        for _ in range(2):
+            host.check_output(
+                f"curl -sf --max-time 10 http://{addr(inv, a)}:{port}/api/v1/products"
+            )
+
+
 def test_dashboard_metric_names_are_exported(host, inv):
+    exercise_app(host, inv)
     live = live_metric_names(host, inv)
     missing = {}
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
@@ -246,14 +260,19 @@ def test_app_request_rate_matches_traffic(host, inv):
     if not apps:
         pytest.fail("the scenario has no `app` host")
     route, n = "/health/live", 2000
-    before = _counter(host, inv, route)
-    host.run("cat > /tmp/load.py <<'EOF'\n" + LOAD + "\nEOF")
     port = inv["hostvars"][apps[0]].get("app_port", 8000)
-    sent = int(
-        host.check_output(
-            f"python3 /tmp/load.py {','.join(addr(inv, a) for a in apps)} {port} {route} {n}"
-        )
-    )
+    targets = ",".join(addr(inv, a) for a in apps)
+    host.run("cat > /tmp/load.py <<'EOF'\n" + LOAD + "\nEOF")
+    # The series exists from its first request on: create it, and let a scrape see it,
+    # so that the baseline and rate() have samples before the measured traffic.
+    host.check_output(f"python3 /tmp/load.py {targets} {port} {route} 8")
+    deadline = time.monotonic() + 30
+    while not query(host, inv, f'http_requests_total{{job="app", route="{route}"}}'):
+        assert time.monotonic() < deadline, "the app's counter never showed up in Prometheus"
+        time.sleep(2)
+    time.sleep(6)  # one more scrape (5 s in the lab) so rate() has two samples
+    before = _counter(host, inv, route)
+    sent = int(host.check_output(f"python3 /tmp/load.py {targets} {port} {route} {n}"))
     assert sent == n
     deadline, after = time.monotonic() + 60, before
     while time.monotonic() < deadline:
@@ -262,8 +281,18 @@ def test_app_request_rate_matches_traffic(host, inv):
         if after - before >= n:
             break
     assert abs((after - before) - n) <= 0.01 * n, (before, after, n)
+    print(f"app counter {route}: before={before} after={after} sent={n}")
     rate = query(host, inv, f'sum(rate(http_requests_total{{job="app", route="{route}"}}[1m]))')
     assert rate and float(rate[0]["value"][1]) > 0
+    # Several workers: the counter is the merge of every worker's file (multiprocess mode).
+    unit = "fastapi-ops-app.service"
+    workers = int(
+        get_host(host, apps[0]).check_output(
+            f"pgrep -c -P $(systemctl show -p MainPID --value {unit})"
+        )
+    )
+    assert workers >= 2, "the check is meant to sum over several Gunicorn workers"
+    print(f"workers on {apps[0]}: {workers}")
 
 
 def test_redis_down_shows_live(host, inv):
