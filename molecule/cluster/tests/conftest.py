@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.loadgen
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-APP_HOSTS = ["cluster-app1", "cluster-app2"]
+APP_HOSTS = ["cl-app1", "cl-app2"]
 
 
 def machine(name):
@@ -37,7 +37,7 @@ def playbook(name, *args, timeout=1200):
 
 def release_of(app_host):
     """The release an app host serves, asked from the lb (the app port is closed to us)."""
-    out = machine("cluster-lb").check_output(
+    out = machine("cl-lb").check_output(
         f"curl -sf --max-time 5 http://{address(app_host)}:8000/version"
     )
     import json
@@ -47,4 +47,4 @@ def release_of(app_host):
 
 @pytest.fixture(scope="session")
 def lb_url():
-    return f"https://{address('cluster-lb')}"
+    return f"https://{address('cl-lb')}"

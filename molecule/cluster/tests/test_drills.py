@@ -14,7 +14,7 @@ from conftest import APP_HOSTS, ROOT, address, machine, playbook, release_of
 
 from tools.loadgen import Load
 
-testinfra_hosts = ["cluster-lb"]
+testinfra_hosts = ["cl-lb"]
 CONNECTIONS = 50
 REPORT = ROOT / ".cache" / "cluster-drills.json"
 
@@ -61,7 +61,7 @@ def assert_no_failures(result):
 
 
 def test_rolling_deploy_has_zero_failed_requests(urls):
-    before = release_of("cluster-app1")
+    before = release_of("cl-app1")
     proc, result, wall = under_load(urls, lambda: playbook("deploy.yml", "-e", "app_build=drill1"))
     assert proc.returncode == 0, proc.stdout[-4000:]
     record("rolling_deploy", wall_s=round(wall, 1), **result.summary())
@@ -109,23 +109,23 @@ def test_failed_rollout_stops_on_first_batch_and_rollback_restores(urls, broken_
     assert proc.returncode != 0, "the broken release was rolled out"
     assert_no_failures(result)
     # The second app host was never touched and still serves the old release.
-    assert release_of("cluster-app2") == old["cluster-app2"]
-    upstream = machine("cluster-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
-    assert f"{address('cluster-app1')}:8000" in upstream and " down" in upstream
+    assert release_of("cl-app2") == old["cl-app2"]
+    upstream = machine("cl-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
+    assert f"{address('cl-app1')}:8000" in upstream and " down" in upstream
 
     proc, result, wall = under_load(
-        urls, lambda: playbook("rollback.yml", "--limit", "cluster-app1")
+        urls, lambda: playbook("rollback.yml", "--limit", "cl-app1")
     )
     record("rollback_after_failed_rollout", wall_s=round(wall, 1), **result.summary())
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert_no_failures(result)
-    assert release_of("cluster-app1") == old["cluster-app1"]
-    upstream = machine("cluster-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
+    assert release_of("cl-app1") == old["cl-app1"]
+    upstream = machine("cl-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
     assert " down" not in upstream
 
 
 def test_reboot_of_an_app_machine_under_load(urls):
-    app2 = machine("cluster-app2")
+    app2 = machine("cl-app2")
     started_before = app2.check_output("ps -o lstart= -p 1")
 
     def reboot_and_wait():
@@ -134,7 +134,7 @@ def test_reboot_of_an_app_machine_under_load(urls):
         while time.monotonic() < deadline:
             time.sleep(2)
             try:
-                if release_of("cluster-app2"):
+                if release_of("cl-app2"):
                     return True
             except AssertionError:
                 continue
@@ -142,7 +142,7 @@ def test_reboot_of_an_app_machine_under_load(urls):
 
     came_back, result, wall = under_load(urls, reboot_and_wait)
     record("reboot_app2", wall_s=round(wall, 1), **result.summary())
-    assert came_back, "cluster-app2 did not come back within 180 s"
+    assert came_back, "cl-app2 did not come back within 180 s"
     assert app2.check_output("ps -o lstart= -p 1") != started_before, "no reboot happened"
     assert_no_failures(result)
     for unit in (
