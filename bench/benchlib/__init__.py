@@ -1,0 +1,254 @@
+"""Shared helpers of the lab benchmarks (bench/*.py): lab machines that are always torn
+down, timed Ansible runs, wrk against lab addresses only, tables and JSON figures.
+
+Not a benchmark itself: it lives in a package so `make bench` (python bench/*.py) skips it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "bench" / "out"
+VENV_BIN = REPO / ".venv" / "bin"
+LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+KEY = "/var/lib/fastapi-ops-lab/id_ed25519"
+SSH = [
+    "ssh",
+    "-i",
+    KEY,
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+]
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Lab:
+    """Lab machines for one benchmark: `with Lab("stack", {"bench-lb": "lb", ...}) as lab:`.
+    The machines go down on exit, on an exception, on SIGTERM/SIGINT, and at interpreter
+    exit — only these names, never anyone else's."""
+
+    def __init__(self, name: str, machines: dict[str, str]):
+        for m in machines:
+            if not m.startswith("bench-") or len(m) > 12:
+                raise SystemExit(f"lab machine {m!r}: must start with bench- and be <= 12 chars")
+        self.name, self.machines = name, machines
+        self.dir = OUT / name
+        self.inventory = self.dir / "hosts.yml"
+        self.addresses: dict[str, str] = {}
+        self._down = False
+
+    def __enter__(self) -> Lab:
+        atexit.register(self.down)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.down()
+        raise SystemExit(128 + signum)
+
+    def up(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # The lab's group_vars (secrets, rate-limit exemption of the load host) sit next
+        # to the inventory so Ansible picks them up.
+        shutil.rmtree(self.dir / "group_vars", ignore_errors=True)
+        shutil.copytree(REPO / "inventories" / "lab" / "group_vars", self.dir / "group_vars")
+        # Fresh machines: a leftover from a killed run is replaced.
+        self.down(force=True)
+        self._down = False
+        specs = [f"{m}:{g}" if g else m for m, g in self.machines.items()]
+        subprocess.run(
+            [sys.executable, "-m", "tools.lab", "up", *specs, "--inventory", str(self.inventory)],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        import yaml
+
+        data = yaml.safe_load(self.inventory.read_text())
+        hosts = data["all"]["children"]["lab"]["hosts"]
+        self.addresses = {m: hosts[m]["ansible_host"] for m in self.machines}
+        log(f"lab {self.name}: up {self.addresses}")
+
+    def down(self, force: bool = False) -> None:
+        if self._down and not force:
+            return
+        self._down = True
+        subprocess.run(
+            [sys.executable, "-m", "tools.lab", "down", *self.machines],
+            cwd=REPO,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not force:
+            log(f"lab {self.name}: down {list(self.machines)}")
+
+    def ssh(self, machine: str, command: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            [*SSH, f"root@{self.addresses[machine]}", command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise SystemExit(f"{machine}: {command!r} failed: {proc.stderr.strip()[-500:]}")
+        return proc.stdout
+
+    def playbook(
+        self,
+        playbook: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        logname: str | None = None,
+    ) -> float:
+        """Runs a playbook against this lab; returns its wall time in seconds."""
+        logfile = self.dir / f"{logname or Path(playbook).stem}.log"
+        cmd = ["ansible-playbook", "-i", str(self.inventory), playbook, *args]
+        full_env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **(env or {})}
+        t0 = time.monotonic()
+        with open(logfile, "w") as fh:
+            proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            tail = logfile.read_text().splitlines()[-25:]
+            raise SystemExit(f"{' '.join(cmd)} failed (see {logfile}):\n" + "\n".join(tail))
+        log(f"lab {self.name}: {playbook} {' '.join(args)} in {wall:.1f}s")
+        return wall
+
+
+def recap(logfile: Path) -> dict[str, int]:
+    """Sums of the PLAY RECAP counters of a playbook log (changed, ok, failed...)."""
+    totals: dict[str, int] = {}
+    text = logfile.read_text()
+    recap_part = text.rsplit("PLAY RECAP", 1)[-1]
+    for key, value in re.findall(r"(\w+)=(\d+)", recap_part):
+        totals[key] = totals.get(key, 0) + int(value)
+    return totals
+
+
+def check_lab_url(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if ipaddress.ip_address(host) not in LAB_NET:
+        raise SystemExit(f"{url}: not a lab address; refusing to send load")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def wrk(
+    url: str,
+    duration: int = 10,
+    connections: int = 32,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+    script_args: list[str] | None = None,
+) -> dict[str, float | int]:
+    """One bounded wrk run from this host; req/s, p50/p99 in ms, non-2xx and socket errors."""
+    check_lab_url(url)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    if script_args:
+        cmd += ["--", *script_args]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, timeout=duration + 60
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else 0.0
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [
+        [f"{c:.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu,
+        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": os.uname().release,
+    }
+
+
+def write_json(name: str, data: dict) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    data = {
+        "bench": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **data,
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    log(f"figures written to {path}")
+    return path
