@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
 # Scenarios run by `make test`, in order (each creates and destroys its lab machines).
-SCENARIOS ?= common data
+SCENARIOS ?= common data edge edge-acme
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
