@@ -90,7 +90,8 @@ def main() -> None:
     benchlib.write_json(
         "rolling",
         {
-            "command": f"python bench/rolling.py --connections {args.connections} --steady {args.steady}",
+            "command": "python bench/rolling.py"
+            f" --connections {args.connections} --steady {args.steady}",
             "urls": [u.replace(base, "") for u in urls],
             "deploy_wall_s": round(wall, 1),
             "load_window_s": round(total, 1),

@@ -73,7 +73,8 @@ def start_naive(lab: Lab) -> None:
         f" -p EnvironmentFile={NAIVE_ENV_FILE} -p EnvironmentFile={CURRENT}/release.env"
         f" -E CACHE_ENABLED=false -p UnsetEnvironment=PROMETHEUS_MULTIPROC_DIR"
         f" {CURRENT}/venv/bin/uvicorn app.main:app --host 0.0.0.0 --port {NAIVE_PORT}"
-        f" && nft insert rule inet fastapi_ops input ip saddr 198.18.0.1 tcp dport {NAIVE_PORT} accept",
+        " && nft insert rule inet fastapi_ops input ip saddr 198.18.0.1"
+        f" tcp dport {NAIVE_PORT} accept",
     )
     base = f"http://{lab.addresses['bench-app']}:{NAIVE_PORT}"
     deadline = time.monotonic() + 30
@@ -92,7 +93,8 @@ def start_naive(lab: Lab) -> None:
 def stop_naive(lab: Lab) -> None:
     lab.ssh(
         "bench-app",
-        f"systemctl stop bench-uvicorn; systemctl reset-failed bench-uvicorn; rm -f {NAIVE_ENV_FILE}",
+        "systemctl stop bench-uvicorn; systemctl reset-failed bench-uvicorn;"
+        f" rm -f {NAIVE_ENV_FILE}",
         check=False,
     )
     lab.ssh(
@@ -191,7 +193,8 @@ def main() -> None:
                         r = wrk(url, d, c, headers=headers)
                     if r["non_2xx"] or r["socket_errors"]:
                         log(
-                            f"WARNING case {k}: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
+                            f"WARNING case {k}: {r['non_2xx']} non-2xx,"
+                            f" {r['socket_errors']} socket errors"
                         )
                     log(f"round {rnd + 1} case {k}: {r['rps']:.0f} req/s p99 {r['p99_ms']:.1f} ms")
                     runs[k].append(r)
@@ -259,7 +262,8 @@ def main() -> None:
     benchlib.write_json(
         "stack",
         {
-            "command": f"python bench/stack.py --duration {d} --connections {c} --rounds {args.rounds}",
+            "command": "python bench/stack.py"
+            f" --duration {d} --connections {c} --rounds {args.rounds}",
             "site_converge_s": round(converge, 1),
             "product_bytes": size,
             "x_cache_status": headers_seen,

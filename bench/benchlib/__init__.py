@@ -217,7 +217,8 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     for n, r in enumerate(cells):
         lines.append(
             "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
         if n == 0:

@@ -129,7 +129,8 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
         "mkdir -p /var/cache/nginx/guide && chown www-data /var/cache/nginx/guide"
         f" && cat > /etc/nginx/conf.d/zz-guide.conf <<'EOF'\n{site}\nEOF\n"
         " nginx -t -q && systemctl reload nginx"
-        f" && nft insert rule inet fastapi_ops input ip saddr 198.18.0.1 tcp dport {GUIDE_PORT} accept",
+        " && nft insert rule inet fastapi_ops input ip saddr 198.18.0.1"
+        f" tcp dport {GUIDE_PORT} accept",
     )
     # The app's gunicorn.conf.py loads APP_ENV_FILE over the environment: the guide's
     # settings go into a copy of the role's file.
@@ -158,7 +159,8 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
 def remove(lab, lb: str = "bench-lb", app: str = "bench-app") -> None:
     lab.ssh(
         app,
-        f"systemctl stop bench-guide-app; systemctl reset-failed bench-guide-app; rm -f {GUIDE_ENV_FILE}",
+        "systemctl stop bench-guide-app; systemctl reset-failed bench-guide-app;"
+        f" rm -f {GUIDE_ENV_FILE}",
         check=False,
     )
     lab.ssh(lb, "rm -f /etc/nginx/conf.d/zz-guide.conf && systemctl reload nginx", check=False)

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Tuning effect: the role's PostgreSQL settings (PGTune values) versus Debian's defaults
+on the app's uncached DB read, and Redis with the role's settings versus Redis defaults
+(redis-benchmark on the lab).
+
+PostgreSQL: the role writes its settings with ALTER SYSTEM (postgresql.auto.conf). The
+"defaults" case keeps only the role's base settings (listening, port, password
+encryption, connection budget, logging) and drops the tuned ones, then restarts; the
+cases alternate (tuned, defaults, tuned, defaults...) and each is a wrk run of
+GET /api/v1/products/{fresh id} through HTTPS Nginx with an Authorization header (no
+proxy cache, Redis miss, DB read) - case d of bench/stack.py.
+
+Redis: redis-benchmark on the cache machine against the role's server and against a
+second redis-server started with no config file at all (Redis' built-in defaults) on a
+spare port, same clients/requests/tests.
+
+Usage: .venv/bin/python bench/tuning.py [--duration 10] [--connections 32] [--rounds 2]
+Machines: bench-tedge (lb, app), bench-tdata (db, cache), torn down on exit.
+Figures: bench/out/tuning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import benchlib
+from benchlib import Lab, log, ratio, table, wrk
+from stack import NO_CACHE, https_json
+
+MACHINES = {"bench-tedge": "lb,app", "bench-tdata": "db,cache"}
+AUTO_CONF = "/var/lib/postgresql/15/main/postgresql.auto.conf"
+BASE_KEYS = (
+    "listen_addresses|port|password_encryption|max_connections|superuser_reserved_connections"
+    "|log_connections|log_disconnections|log_lock_waits|log_min_duration_statement"
+)
+SEED = 60000
+LUA = str(Path(__file__).parent / "benchlib" / "fresh_ids.lua")
+REDIS_TESTS = "set,get,incr,lpush,lpop"
+
+
+def pg_mode(lab: Lab, tuned: bool) -> None:
+    """Restarts PostgreSQL with the role's settings or with only its base settings."""
+    keep = f"[ -e {AUTO_CONF}.bench-tuned ] || cp -p {AUTO_CONF} {AUTO_CONF}.bench-tuned; "
+    if tuned:
+        cmd = keep + f"cp -p {AUTO_CONF}.bench-tuned {AUTO_CONF}"
+    else:
+        cmd = keep + f"grep -E '^(#|({BASE_KEYS}) )' {AUTO_CONF}.bench-tuned > {AUTO_CONF}"
+    lab.ssh(
+        "bench-tdata",
+        f"{cmd} && systemctl restart postgresql@15-main"
+        " && runuser -u postgres -- sh -c 'cd /tmp && psql -Atc \"SHOW shared_buffers\"'",
+    )
+    time.sleep(2)
+
+
+def redis_benchmark(lab: Lab, host: str, port: int, auth: str) -> dict[str, float]:
+    out = lab.ssh(
+        "bench-tdata",
+        f"redis-benchmark -h {host} -p {port} {auth} -c 50 -n 100000 -t {REDIS_TESTS} --csv",
+    )
+    rows = {}
+    for line in out.splitlines()[1:]:
+        cells = [c.strip('"') for c in line.split(",")]
+        rows[cells[0]] = float(cells[1])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    d, c = args.duration, args.connections
+
+    with Lab("tuning", MACHINES) as lab:
+        lab.playbook("playbooks/site.yml", logname="site")
+        lb = f"https://{lab.addresses['bench-tedge']}"
+        _, _, body = https_json(
+            f"{lb}/api/v1/products",
+            {"sku": f"TUNE-{time.time_ns()}", "name": "Bench", "category": "bench", "price": "1"},
+        )
+        pid = json.loads(body)["id"]
+        lab.ssh(
+            "bench-tdata",
+            "runuser -u postgres -- sh -c 'cd /tmp && psql -q -d app -c \""
+            "INSERT INTO products (sku, name, category, price, stock) SELECT"
+            f" ''SEED-{pid}-'' || g, ''Bench product'', ''bench'', 9.99, 0"
+            f" FROM generate_series(1, {SEED}) g\"'",
+        )
+        url = f"{lb}/api/v1/products/{pid}"
+        next_id = pid + 1
+        pg: dict[str, list[dict]] = {"tuned": [], "defaults": []}
+        try:
+            for rnd in range(args.rounds):
+                for mode in ("tuned", "defaults"):
+                    pg_mode(lab, mode == "tuned")  # a restart before every case
+                    for dur, keep in ((2, False), (d, True)):
+                        r = wrk(
+                            url,
+                            dur,
+                            c,
+                            headers=NO_CACHE,
+                            script=LUA,
+                            script_args=[str(next_id), "2"],
+                        )
+                        next_id += r["requests"] + 2 * c + 10
+                        if next_id > pid + SEED:
+                            raise SystemExit("ran out of seeded products; raise SEED")
+                        if keep:
+                            pg[mode].append(r)
+                            log(f"round {rnd + 1} postgres {mode}: {r['rps']:.0f} req/s")
+        finally:
+            pg_mode(lab, tuned=True)
+
+        addr = lab.addresses["bench-tdata"]
+        role_redis = redis_benchmark(
+            lab, addr, 6379, "--user app -a lab-app-redis-password --no-auth-warning"
+        )
+        lab.ssh(
+            "bench-tdata",
+            "systemd-run --unit=bench-redis-defaults -p User=redis -p WorkingDirectory=/tmp"
+            f" /usr/bin/redis-server --port 6390 --bind {addr} --protected-mode no && sleep 1",
+        )
+        try:
+            default_redis = redis_benchmark(lab, addr, 6390, "")
+        finally:
+            lab.ssh("bench-tdata", "systemctl stop bench-redis-defaults", check=False)
+
+    med = {
+        m: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
+        for m, rs in pg.items()
+    }
+    print(
+        f"PostgreSQL: DB read through the stack (Redis miss), wrk -t2 -c{c} -d{d}s, "
+        f"median of {args.rounds} alternating rounds"
+    )
+    print(
+        table(
+            ["settings", "req/s", "p50 ms", "p99 ms"],
+            [[m, v["rps"], v["p50_ms"], v["p99_ms"]] for m, v in med.items()],
+        )
+    )
+    print(f"tuned/defaults req/s: {ratio(med['tuned']['rps'], med['defaults']['rps']):.2f}")
+    print("Redis: redis-benchmark -c 50 -n 100000 on the cache machine, requests/s")
+    print(
+        table(
+            ["test", "role", "defaults", "role/defaults"],
+            [
+                [
+                    t,
+                    role_redis[t],
+                    default_redis.get(t, 0.0),
+                    f"{ratio(role_redis[t], default_redis.get(t, 0.0)):.2f}",
+                ]
+                for t in role_redis
+            ],
+        )
+    )
+    benchlib.write_json(
+        "tuning",
+        {
+            "command": "python bench/tuning.py"
+            f" --duration {d} --connections {c} --rounds {args.rounds}",
+            "postgres": {
+                "median": med,
+                "runs": pg,
+                "tuned_over_defaults": ratio(med["tuned"]["rps"], med["defaults"]["rps"]),
+            },
+            "redis": {"role": role_redis, "defaults": default_redis},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
