@@ -201,6 +201,11 @@ def wrk(
         "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+        "socket_errors_detail": dict(
+            zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)
+        )
+        if sock
+        else {},
     }
 
 
