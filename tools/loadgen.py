@@ -22,13 +22,15 @@ from urllib.parse import urlsplit
 import httpx
 
 ALLOWED = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/15")]
-MAX_DURATION = 600.0
+MAX_DURATION = 900.0
+CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass
 class Result:
     sent: int = 0
-    failures: int = 0  # connection errors, timeouts
+    failures: int = 0  # connection errors, timeouts (after the one retry below)
+    retried: int = 0  # GETs retried once after the server closed a reused connection
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
@@ -53,6 +55,7 @@ class Result:
         return {
             "sent": self.sent,
             "failures": self.failures,
+            "retried": self.retried,
             "server_errors": self.server_errors,
             "statuses": dict(self.statuses),
             "errors": dict(self.errors.most_common(5)),
@@ -103,7 +106,14 @@ class Load:
             t0 = time.perf_counter()
             r.sent += 1
             try:
-                resp = await client.get(url)
+                try:
+                    resp = await client.get(url)
+                except CLOSED_UNDER_US:
+                    # A kept-alive connection closed as we reused it (Nginx closes idle
+                    # client connections on reload): RFC 9110 9.2.2 lets a client retry an
+                    # idempotent request, as browsers and urllib3 do. Once, and counted.
+                    r.retried += 1
+                    resp = await client.get(url)
                 r.statuses[resp.status_code] += 1
                 r.latencies_ms.append((time.perf_counter() - t0) * 1000)
             except httpx.HTTPError as exc:

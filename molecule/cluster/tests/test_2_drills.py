@@ -113,9 +113,7 @@ def test_failed_rollout_stops_on_first_batch_and_rollback_restores(urls, broken_
     upstream = machine("cl-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
     assert f"{address('cl-app1')}:8000" in upstream and " down" in upstream
 
-    proc, result, wall = under_load(
-        urls, lambda: playbook("rollback.yml", "--limit", "cl-app1")
-    )
+    proc, result, wall = under_load(urls, lambda: playbook("rollback.yml", "--limit", "cl-app1"))
     record("rollback_after_failed_rollout", wall_s=round(wall, 1), **result.summary())
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert_no_failures(result)
@@ -131,8 +129,16 @@ def test_reboot_of_an_app_machine_under_load(urls):
     def reboot_and_wait():
         app2.run("systemctl reboot")
         deadline = time.monotonic() + 180
+        rebooted = False
         while time.monotonic() < deadline:
             time.sleep(2)
+            if not rebooted:  # first see it go down and come up with a new PID 1
+                try:
+                    probe = app2.run("ps -o lstart= -p 1")
+                except Exception:  # unreachable while it reboots
+                    continue
+                rebooted = probe.rc == 0 and probe.stdout.strip() != started_before
+                continue
             try:
                 if release_of("cl-app2"):
                     return True
