@@ -3,10 +3,11 @@
 versus steady state, and the deploy's wall time.
 
 The lab: one lb, two app machines, db + cache on one machine; site.yml converges it.
-HTTPS load through Nginx (tools.loadgen, C keep-alive connections) on a product read,
-/version and /health/ready: first STEADY seconds of steady state, then the same load
-for the whole `deploy.yml -e app_build=bench-N` (a new release on every app host, one
-batch at a time: drain, switch, health gate, undrain).
+HTTPS load through Nginx (tools.loadgen, C keep-alive connections split over the URLs)
+on a product read, /version and /health/ready: first STEADY seconds of steady state,
+then the same load for the whole `deploy.yml -e app_build=bench-N` (a new release on
+every app host, one batch at a time: drain, switch, health gate, undrain). Failures are
+noted with their time; the deploy log has task start times (profile_tasks) to match.
 
 Usage: .venv/bin/python bench/rolling.py [--connections 32] [--steady 15]
 Machines: bench-rlb, bench-rapp1, bench-rapp2, bench-rdb (torn down on exit).
@@ -20,11 +21,65 @@ import json
 import ssl
 import time
 import urllib.request
+from urllib.parse import urlsplit
 
 import benchlib
 from benchlib import Lab, log, table
 
-from tools.loadgen import Load
+from tools.loadgen import Load, Result
+
+
+class TimedLoad(Load):
+    """tools.loadgen's Load, one URL per instance, that also notes when each failure
+    happened (wall clock), to place it against the deploy's task timestamps."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failure_times: list[str] = []
+
+    async def _worker(self, client, n, deadline):  # same loop as Load._worker
+        import httpx
+
+        r = self.result
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            r.sent += 1
+            try:
+                resp = await client.get(self.urls[0])
+                r.statuses[resp.status_code] += 1
+                r.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                if resp.status_code >= 500:
+                    self.failure_times.append(f"{time.strftime('%H:%M:%S')} {resp.status_code}")
+            except httpx.HTTPError as exc:
+                r.failures += 1
+                r.errors[type(exc).__name__] += 1
+                self.failure_times.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}")
+
+
+def start_loads(urls: list[str], connections: int, duration: float) -> list[TimedLoad]:
+    per_url = max(1, connections // len(urls))
+    return [TimedLoad([u], connections=per_url, duration=duration).start() for u in urls]
+
+
+def stop_loads(loads: list[TimedLoad], wait: bool = False) -> dict:
+    """Joins (or stops) the loads; the combined summary plus one per URL."""
+    total = Result()
+    per_url = {}
+    failure_times: list[str] = []
+    for load in loads:
+        if wait:
+            load._thread.join()
+        r = load.stop()
+        total.sent += r.sent
+        total.failures += r.failures
+        total.statuses.update(r.statuses)
+        total.errors.update(r.errors)
+        total.latencies_ms += r.latencies_ms
+        total.elapsed = max(total.elapsed, r.elapsed)
+        per_url[urlsplit(load.urls[0]).path] = r.summary()
+        failure_times += load.failure_times
+    return {**total.summary(), "per_url": per_url, "failure_times": sorted(failure_times)}
+
 
 MACHINES = {"bench-rlb": "lb", "bench-rapp1": "app", "bench-rapp2": "app", "bench-rdb": "db,cache"}
 
@@ -54,17 +109,22 @@ def main() -> None:
         pid = create_product(base)
         urls = [f"{base}/api/v1/products/{pid}", f"{base}/version", f"{base}/health/ready"]
 
-        steady = Load(urls, connections=args.connections, duration=args.steady).start()
-        steady._thread.join()
-        steady_r = steady.result.summary()
+        steady_r = stop_loads(start_loads(urls, args.connections, args.steady), wait=True)
 
         build = f"bench-{int(time.time())}"
-        load = Load(urls, connections=args.connections, duration=600).start()
+        loads = start_loads(urls, args.connections, 600)
         time.sleep(1)
         t0 = time.monotonic()
-        wall = lab.playbook("playbooks/deploy.yml", "-e", f"app_build={build}", logname="deploy")
+        wall = lab.playbook(
+            "playbooks/deploy.yml",
+            "-e",
+            f"app_build={build}",
+            logname="deploy",
+            # Task start times in the log, to place any failure against a step.
+            env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"},
+        )
         time.sleep(1)
-        during_r = load.stop().summary()
+        during_r = stop_loads(loads)
         total = time.monotonic() - t0
         releases = {
             m: lab.ssh(m, "readlink /srv/fastapi-ops-app/current").strip()
@@ -101,6 +161,22 @@ def main() -> None:
             "releases_after": releases,
         },
     )
+    print(
+        table(
+            ["url", "phase", "requests", "failed", "p50 ms", "p99 ms"],
+            [
+                [u, phase, r["sent"], r["failures"] + r["server_errors"], r["p50_ms"], r["p99_ms"]]
+                for phase, res in (("steady", steady_r), ("deploy", during_r))
+                for u, r in res["per_url"].items()
+            ],
+        )
+    )
+    if during_r["failure_times"]:
+        print(
+            "failures at:",
+            ", ".join(during_r["failure_times"]),
+            "(see bench/out/rolling/deploy.log)",
+        )
     if during_r["failures"] or during_r["server_errors"]:
         raise SystemExit("failed requests during the rolling deploy")
 
