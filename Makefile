@@ -6,8 +6,10 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
-# Scenarios run by `make test`, in order (each creates and destroys its lab machines).
-SCENARIOS ?= common data edge edge-acme
+# Scenarios run by `make test`: lanes run in parallel, each lane in order (every
+# scenario creates and destroys its own lab machines).
+LANE1 ?= cluster
+LANE2 ?= common data edge edge-acme app monitoring
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
@@ -34,7 +36,7 @@ unit: bootstrap
 	if [ -d app/tests ]; then pytest -q app/tests; fi
 
 molecule: bootstrap
-	@for s in $(SCENARIOS); do tools/stage "molecule-$$s" molecule test -s $$s || exit 1; done
+	python tools/run_scenarios.py "$(LANE1)" "$(LANE2)"
 
 test: bootstrap
 	@mkdir -p .cache && : > $(STAGE_LOG)
