@@ -87,10 +87,10 @@ def main() -> None:
         pid = json.loads(body)["id"]
         lab.ssh(
             "bench-tdata",
-            "runuser -u postgres -- sh -c 'cd /tmp && psql -q -d app -c \""
-            "INSERT INTO products (sku, name, category, price, stock) SELECT"
-            f" ''SEED-{pid}-'' || g, ''Bench product'', ''bench'', 9.99, 0"
-            f" FROM generate_series(1, {SEED}) g\"'",
+            'cd /tmp && runuser -u postgres -- psql -q -d app -c "INSERT INTO products'
+            " (sku, name, category, price, stock) SELECT"
+            f" 'SEED-{pid}-' || g, 'Bench product', 'bench', 9.99, 0"
+            f' FROM generate_series(1, {SEED}) g"',
         )
         url = f"{lb}/api/v1/products/{pid}"
         next_id = pid + 1
