@@ -26,18 +26,19 @@ from urllib.parse import urlsplit
 import benchlib
 from benchlib import Lab, log, table
 
-from tools.loadgen import Load, Result
+from tools.loadgen import CLOSED_UNDER_US, Load, Result
 
 
 class TimedLoad(Load):
-    """tools.loadgen's Load, one URL per instance, that also notes when each failure
-    happened (wall clock), to place it against the deploy's task timestamps."""
+    """tools.loadgen's Load, one URL per instance, that also notes when each failure and
+    each retry happened (wall clock), to place them against the deploy's task times."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.failure_times: list[str] = []
+        self.retry_times: list[str] = []
 
-    async def _worker(self, client, n, deadline):  # same loop as Load._worker
+    async def _worker(self, client, n, deadline):  # Load._worker, plus the times
         import httpx
 
         r = self.result
@@ -45,7 +46,14 @@ class TimedLoad(Load):
             t0 = time.perf_counter()
             r.sent += 1
             try:
-                resp = await client.get(self.urls[0])
+                try:
+                    resp = await client.get(self.urls[0])
+                except CLOSED_UNDER_US as exc:
+                    # As tools.loadgen: one retry of the idempotent GET when the server
+                    # closed a reused keep-alive connection under us (RFC 9110 9.2.2).
+                    r.retried += 1
+                    self.retry_times.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}")
+                    resp = await client.get(self.urls[0])
                 r.statuses[resp.status_code] += 1
                 r.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 if resp.status_code >= 500:
@@ -66,19 +74,27 @@ def stop_loads(loads: list[TimedLoad], wait: bool = False) -> dict:
     total = Result()
     per_url = {}
     failure_times: list[str] = []
+    retry_times: list[str] = []
     for load in loads:
         if wait:
             load._thread.join()
         r = load.stop()
         total.sent += r.sent
         total.failures += r.failures
+        total.retried += r.retried
         total.statuses.update(r.statuses)
         total.errors.update(r.errors)
         total.latencies_ms += r.latencies_ms
         total.elapsed = max(total.elapsed, r.elapsed)
         per_url[urlsplit(load.urls[0]).path] = r.summary()
         failure_times += load.failure_times
-    return {**total.summary(), "per_url": per_url, "failure_times": sorted(failure_times)}
+        retry_times += load.retry_times
+    return {
+        **total.summary(),
+        "per_url": per_url,
+        "failure_times": sorted(failure_times),
+        "retry_times": sorted(retry_times),
+    }
 
 
 MACHINES = {"bench-rlb": "lb", "bench-rapp1": "app", "bench-rapp2": "app", "bench-rdb": "db,cache"}
@@ -135,14 +151,27 @@ def main() -> None:
     rows = []
     for name, r in (("steady state", steady_r), ("during deploy.yml", during_r)):
         rows.append(
-            [name, r["sent"], r["failures"], r["server_errors"], r["rps"], r["p50_ms"], r["p99_ms"]]
+            [
+                name,
+                r["sent"],
+                r["failures"],
+                r["server_errors"],
+                r["retried"],
+                r["rps"],
+                r["p50_ms"],
+                r["p99_ms"],
+            ]
         )
     p99_ratio = round(during_r["p99_ms"] / steady_r["p99_ms"], 2) if steady_r["p99_ms"] else 0
     print(
         f"Rolling deploy under load: 2 app hosts, serial 1, {args.connections} HTTPS connections "
         f"through Nginx; deploy.yml wall time {wall:.1f}s"
     )
-    print(table(["phase", "requests", "failures", "5xx", "req/s", "p50 ms", "p99 ms"], rows))
+    print(
+        table(
+            ["phase", "requests", "failures", "5xx", "retried", "req/s", "p50 ms", "p99 ms"], rows
+        )
+    )
     print(
         f"p99 during/steady: {p99_ratio:.2f}; failed requests during the deploy: "
         f"{during_r['failures'] + during_r['server_errors']} (target 0)"
@@ -163,14 +192,24 @@ def main() -> None:
     )
     print(
         table(
-            ["url", "phase", "requests", "failed", "p50 ms", "p99 ms"],
+            ["url", "phase", "requests", "failed", "retried", "p50 ms", "p99 ms"],
             [
-                [u, phase, r["sent"], r["failures"] + r["server_errors"], r["p50_ms"], r["p99_ms"]]
+                [
+                    u,
+                    phase,
+                    r["sent"],
+                    r["failures"] + r["server_errors"],
+                    r["retried"],
+                    r["p50_ms"],
+                    r["p99_ms"],
+                ]
                 for phase, res in (("steady", steady_r), ("deploy", during_r))
                 for u, r in res["per_url"].items()
             ],
         )
     )
+    if during_r["retry_times"]:
+        print("retries at:", ", ".join(during_r["retry_times"]))
     if during_r["failure_times"]:
         print(
             "failures at:",
