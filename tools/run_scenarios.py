@@ -9,6 +9,7 @@ log tail are printed; the full logs are in .cache/molecule-NAME.log.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 LOGS = Path(".cache")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run(scenario: str) -> tuple[str, int, float]:
@@ -34,9 +36,12 @@ def run(scenario: str) -> tuple[str, int, float]:
 
 def failure_report(log: Path) -> list[str]:
     """What failed: Ansible's fatal lines, pytest's failures, then the log's tail."""
-    lines = log.read_text(errors="replace").splitlines()
-    marks = ("fatal:", "FAILED ", "ERROR ", "E   ", "failed: [")
-    picked = [line[:400] for line in lines if line.lstrip().startswith(marks)][-80:]
+    # Molecule frames its output in a box and colours it: strip both before matching.
+    lines = [
+        ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
+    ]
+    marks = ("fatal:", "FAILED ", "ERROR ", "E   ", "failed: [", "AssertionError")
+    picked = [line[:400] for line in lines if line.startswith(marks)][-80:]
     return picked + ["..."] + lines[-30:]
 
 
