@@ -207,4 +207,5 @@ def test_secret_files_are_private(host):
 def test_hardening_score(host, unit, limit):
     out = host.check_output("systemd-analyze security %s | tail -n1", unit)
     score = float(re.search(r"level for \S+: (\d+\.\d+)", out).group(1))
+    print(f"systemd-analyze security {unit}: {score}")
     assert score <= limit, out

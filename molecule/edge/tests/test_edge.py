@@ -133,6 +133,7 @@ def test_tls_key_is_private(lb):
 def test_hardening_drop_in_applied(lb):
     out = lb.check_output("systemd-analyze security nginx.service --no-pager | tail -1")
     score = float(re.search(r"level for nginx.service: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze security nginx.service: {score}")
     assert score < 5.0, out
     assert lb.check_output("systemctl show -p ProtectSystem --value nginx") == "strict"
 

@@ -88,6 +88,7 @@ def test_node_exporter_everywhere_on_private_address_hardened(host, inv):
             "systemd-analyze security prometheus-node-exporter.service 2>&1 | tail -1"
         )
         exposure = float(re.search(r"level for \S+: ([\d.]+)", out).group(1))
+        print(f"{name}: systemd-analyze security prometheus-node-exporter.service: {exposure}")
         assert exposure <= 2.0, out
 
 
