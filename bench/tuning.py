@@ -126,9 +126,7 @@ def main() -> None:
 
         addr = lab.addresses["bench-tdata"]
         lab.ssh("bench-tedge", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-tools")
-        role_redis = redis_benchmark(
-            lab, addr, 6379, "--user app -a lab-app-redis-password"
-        )
+        role_redis = redis_benchmark(lab, addr, 6379, "--user app -a lab-app-redis-password")
         lab.ssh(
             "bench-tdata",
             "systemd-run --unit=bench-redis-defaults -p User=redis -p WorkingDirectory=/tmp"
