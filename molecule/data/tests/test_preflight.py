@@ -82,6 +82,36 @@ def test_bad_input_fails_before_any_change(host, extra, expected):
     )
 
 
+def show(host, name: str) -> str:
+    return host.check_output("cd / && runuser -u postgres -- psql -AtXc %s", f"SHOW {name}")
+
+
+def postmaster_pid(host) -> str:
+    return host.check_output("systemctl show -p MainPID --value postgresql@15-main")
+
+
+def test_changed_settings_are_applied_and_restored(host):
+    """The role skips settings whose postgresql.auto.conf line already matches: a real
+    difference must still be applied, with a restart only when a setting needs one."""
+    before = {name: show(host, name) for name in ("work_mem", "max_wal_senders")}
+    pid = postmaster_pid(host)
+
+    changed = playbook("-e", '{"postgresql_settings": {"work_mem": "7MB"}}')
+    assert changed.returncode == 0, changed.stdout[-3000:]
+    assert show(host, "work_mem") == "7MB"
+    assert postmaster_pid(host) == pid, "work_mem needs a reload, not a restart"
+
+    changed = playbook("-e", '{"postgresql_settings": {"max_wal_senders": 7}}')
+    assert changed.returncode == 0, changed.stdout[-3000:]
+    assert show(host, "max_wal_senders") == "7"
+    assert show(host, "work_mem") == before["work_mem"]
+    assert postmaster_pid(host) != pid, "max_wal_senders needs a restart"
+
+    restored = playbook()
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert {name: show(host, name) for name in before} == before
+
+
 def test_check_mode_on_converged_hosts_is_clean():
     result = playbook("--check", "--diff")
     assert result.returncode == 0, result.stdout[-3000:]
