@@ -91,8 +91,8 @@ def postmaster_pid(host) -> str:
 
 
 def test_changed_settings_are_applied_and_restored(host):
-    """The role skips settings whose postgresql.auto.conf line already matches: a real
-    difference must still be applied, with a restart only when a setting needs one."""
+    """The role skips settings already in place: a real difference must still be applied
+    (a restart only when the setting needs one), and a setting dropped is reset."""
     before = {name: show(host, name) for name in ("work_mem", "max_wal_senders")}
     pid = postmaster_pid(host)
 
