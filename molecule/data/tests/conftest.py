@@ -19,6 +19,11 @@ def inventory_file() -> str:
     return os.environ["MOLECULE_INVENTORY_FILE"]
 
 
+def psql(host, sql: str) -> str:
+    """One query as the postgres superuser over the local socket; the bare result."""
+    return host.check_output("cd / && runuser -u postgres -- psql -AtXq -c %s", sql).strip()
+
+
 def lab_host(name: str):
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory_file()}")
 

@@ -6,7 +6,7 @@ import importlib.util
 import re
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, psql
 
 testinfra_hosts = ["data-db"]
 
@@ -16,11 +16,6 @@ UNITS = [
     "prometheus-postgres-exporter",
     "prometheus-redis-exporter",
 ]
-
-
-def psql(host, sql: str) -> str:
-    out = host.check_output("cd / && runuser -u postgres -- psql -AtXq -c %s", sql)
-    return out.strip()
 
 
 def redis_exporter_cli(host, *args: str):

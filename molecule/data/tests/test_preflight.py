@@ -9,7 +9,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import PROJECT, SCENARIO, inventory_file
+from conftest import PROJECT, SCENARIO, inventory_file, psql
 
 testinfra_hosts = ["data-db"]
 
@@ -36,6 +36,10 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M):
         hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
     return hosts
+
+
+def show(host, name: str) -> str:
+    return psql(host, f"SHOW {name}")
 
 
 def assert_nothing_changed(result):
@@ -69,21 +73,14 @@ def assert_nothing_changed(result):
     ids=["budget", "redis-policy", "negative-pool", "wrong-type"],
 )
 def test_bad_input_fails_before_any_change(host, extra, expected):
-    before = host.check_output("cd / && runuser -u postgres -- psql -AtXc 'SHOW max_connections'")
+    before = show(host, "max_connections")
     result = playbook(*extra)
     output = re.sub(r"\s+", " ", result.stdout + result.stderr)
     assert result.returncode != 0, output[-2000:]
     for pattern in expected:
         assert re.search(pattern, output), (pattern, output[-3000:])
     assert_nothing_changed(result)
-    assert (
-        host.check_output("cd / && runuser -u postgres -- psql -AtXc 'SHOW max_connections'")
-        == before
-    )
-
-
-def show(host, name: str) -> str:
-    return host.check_output("cd / && runuser -u postgres -- psql -AtXc %s", f"SHOW {name}")
+    assert show(host, "max_connections") == before
 
 
 def postmaster_pid(host) -> str:
