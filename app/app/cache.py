@@ -4,6 +4,10 @@ Each namespace (one product, or all product lists) has a version key holding a r
 token; data keys embed the token. A write replaces the token, so every older entry
 becomes unreachable at once (no KEYS/SCAN) and a reader that read the database before
 the write can only store its stale copy under the old, dead token.
+
+An invalidation that fails (Redis down) is kept and replayed before this process's next
+cache read or write, so stale entries end as soon as Redis is back here; entries read
+by other processes meanwhile are bounded by their TTL.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Cache:
         self.enabled = enabled
         self.retry_interval = retry_interval
         self._skip_until = 0.0
+        # Namespaces whose invalidation failed; replayed before Redis is used again.
+        self._pending: set[str] = set()
 
     def key(self, *parts: object) -> str:
         return ":".join([self.prefix, *(str(p) for p in parts)])
@@ -81,6 +87,8 @@ class Cache:
             return await load(), False
         data_key: str | None = None
         try:
+            # Never read an entry whose invalidation is still owed.
+            await self._replay()
             version_key = self.key(namespace, "version")
             # EVAL, not EVALSHA: the app's Redis ACL allows EVAL but not SCRIPT LOAD.
             version, raw = await self.redis.eval(_READ, 1, version_key, self.key(namespace), params)
@@ -102,15 +110,27 @@ class Cache:
                 self._failed("set", exc)
         return value, False
 
+    async def _replace_tokens(self, namespaces: set[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for namespace in namespaces:
+                pipe.set(self.key(namespace, "version"), secrets.token_hex(8), ex=_VERSION_TTL)
+            await pipe.execute()
+        self._pending -= namespaces
+
+    async def _replay(self) -> None:
+        if self._pending:
+            await self._replace_tokens(set(self._pending))
+
     async def invalidate(self, *namespaces: str) -> bool:
-        """Replace the version tokens; False (logged, counted) if Redis is unreachable."""
+        """Replace the version tokens; False (logged, counted) if Redis is unreachable,
+        and the invalidation is then owed (replayed before the next use of Redis)."""
         if not self.enabled:
             return True
+        # Always tried, even while reads skip Redis: a write that just took its lock
+        # knows Redis works, and an owed invalidation is only replayed on later traffic.
+        self._pending.update(namespaces)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for namespace in namespaces:
-                    pipe.set(self.key(namespace, "version"), secrets.token_hex(8), ex=_VERSION_TTL)
-                await pipe.execute()
+            await self._replace_tokens(set(self._pending))
         except (RedisError, OSError) as exc:
             self._failed("invalidate", exc)
             return False

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,10 +17,44 @@ from sqlalchemy.ext.asyncio import (
 
 from app.config import DatabaseSettings, Settings
 
+log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait before retrying when the database is unavailable.
+RETRY_AFTER = 5
+# SQLSTATE classes meaning "the server cannot serve now", not "the SQL is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections, disk full),
+# 57 operator intervention (starting up, shutting down, terminated, statement_timeout).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL is down, unreachable, restarting or too busy: a 503, never a 500."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for faults of the database server or the way to it, False for our own bugs."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return exc.connection_invalidated or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    # asyncpg lets socket errors through unwrapped: refused, reset, unreachable, and
+    # TimeoutError (an OSError) for the connect timeout and the command timeout.
+    return isinstance(exc, OSError)
+
+
+def _command_timeout(settings: DatabaseSettings) -> float | None:
+    # Client-side bound for a server that stopped answering (blackholed host): a little
+    # longer than statement_timeout, so a live server always cancels first, cleanly.
+    if settings.db_statement_timeout_ms == 0:
+        return None
+    return settings.db_statement_timeout_ms / 1000 + 1
+
 
 def connect_args(settings: DatabaseSettings, application_name: str) -> dict[str, object]:
     return {
         "timeout": settings.db_connect_timeout,
+        "command_timeout": _command_timeout(settings),
         "server_settings": {
             # JIT compilation costs more than it saves on short OLTP queries.
             "jit": "off",
@@ -29,6 +66,7 @@ def connect_args(settings: DatabaseSettings, application_name: str) -> dict[str,
 
 def create_engine(settings: Settings) -> AsyncEngine:
     # The async default pool (AsyncAdaptedQueuePool); QueuePool itself is sync-only.
+    # Pre-ping replaces connections a restarted server killed, on their next checkout.
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -46,13 +84,40 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def _describe(exc: BaseException) -> str:
+    # The driver's message, not SQLAlchemy's (that one carries the SQL and its parameters).
+    detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    return f"{type(exc).__name__}: {detail}"
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, committed unless the handler raised."""
+    """FastAPI dependency: one session per request, committed unless the handler raised.
+
+    Use with `Depends(get_session, scope="function")`, so the commit happens before the
+    response is sent and a database fault there still becomes the response (503).
+    The session connects lazily: a request served from the cache never touches PostgreSQL.
+    """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
             await session.commit()
-        except BaseException:
-            await session.rollback()
+        except BaseException as exc:
+            try:
+                await session.rollback()
+            except Exception as rollback_error:
+                # The connection died with the request's error; that error is the answer.
+                log.warning("rollback failed", extra={"error": _describe(rollback_error)})
+            if is_unavailable(exc):
+                log.warning("database unavailable", extra={"error": _describe(exc)})
+                raise DatabaseUnavailable from exc
             raise
+
+
+async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # No exception text: it may name hosts and addresses.
+    return JSONResponse(
+        {"detail": "the database is unavailable, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )

@@ -11,7 +11,12 @@ from app import __version__
 from app.api import ops, products
 from app.cache import Cache
 from app.config import Settings, get_settings
-from app.db import create_engine, create_sessionmaker
+from app.db import (
+    DatabaseUnavailable,
+    create_engine,
+    create_sessionmaker,
+    database_unavailable_handler,
+)
 from app.log import configure_logging
 from app.metrics import instrument_pool, reset_pool_gauges
 from app.middleware import RequestMiddleware
@@ -75,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    # Dependency faults are 503 + Retry-After; anything else stays a 500 (middleware).
+    app.add_exception_handler(DatabaseUnavailable, database_unavailable_handler)
     app.include_router(products.build_router(settings.api_prefix))
     app.include_router(ops.router)
     if settings.cors_origins:

@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.factory import create_app
 from app.migrate import alembic_config
+from tests.faults import FaultProxy
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
@@ -142,6 +144,29 @@ async def app_factory(clean_db: None) -> AsyncIterator[Callable[[Settings], obje
 @pytest.fixture
 async def client(app_factory, make_settings) -> AppClient:  # type: ignore[no-untyped-def]
     return await app_factory(make_settings())  # type: ignore[no-any-return]
+
+
+async def _proxy(url: str, default_port: int) -> FaultProxy:
+    target = urlsplit(url)
+    return await FaultProxy(target.hostname or "127.0.0.1", target.port or default_port).start()
+
+
+# Both depend on app_factory so that they are torn down first: closing the proxy resets
+# whatever it still holds, and the apps' pools then close at once, even after a blackhole.
+@pytest.fixture
+async def pg_proxy(app_factory: object) -> AsyncIterator[FaultProxy]:
+    """A FaultProxy in front of the test PostgreSQL; use `pg_proxy.url(database_url)`."""
+    proxy = await _proxy(ADMIN_URL, 5432)
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def redis_proxy(app_factory: object) -> AsyncIterator[FaultProxy]:
+    """A FaultProxy in front of the test Redis; use `redis_proxy.url(REDIS_URL)`."""
+    proxy = await _proxy(REDIS_URL, 6379)
+    yield proxy
+    await proxy.close()
 
 
 PRODUCT = {"sku": "SKU-1", "name": "Widget", "category": "tools", "price": "9.99", "stock": 5}

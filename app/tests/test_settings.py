@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, SettingsError, load_database_settings, load_settings
+from app.db import connect_args
 
 URL = "postgresql://u:p@127.0.0.1:5432/db"
 SECRET = "s" * 40
@@ -120,3 +121,19 @@ def test_environment_overrides_env_file(monkeypatch: pytest.MonkeyPatch, tmp_pat
     (tmp_path / ".env").write_text(f"DATABASE_URL={URL}\nSECRET_KEY={SECRET}\nDB_POOL_SIZE=7\n")
     monkeypatch.setenv("DB_POOL_SIZE", "3")
     assert load_settings().db_pool_size == 3
+
+
+def test_default_timeouts_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request gives up well inside Nginx's 60 s proxy_read_timeout (README: faults).
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    settings = load_settings()
+    assert (settings.db_pool_timeout, settings.db_connect_timeout) == (2.0, 2.0)
+    assert settings.db_statement_timeout_ms == 5000
+    args = connect_args(settings, "app")
+    assert args["command_timeout"] == 6.0  # client-side: statement_timeout + 1 s
+    assert args["server_settings"]["statement_timeout"] == "5000"  # type: ignore[index]
+    # Migrations keep their longer default; 0 means no bound on either side.
+    assert load_database_settings().db_statement_timeout_ms == 30_000
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "0")
+    assert connect_args(load_settings(), "app")["command_timeout"] is None

@@ -17,7 +17,8 @@ from app.lock import RedisLock
 from app.models import Product
 from app.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+# "function": the session commits (or fails, 503) before the response is sent.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 LIST_NAMESPACE = "products:list"
 
@@ -53,17 +54,26 @@ def _conflict(exc: IntegrityError) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail)
 
 
-async def create_product(
-    body: ProductCreate, request: Request, response: Response, session: Session
-) -> dict[str, Any]:
-    product = Product(**body.model_dump())
-    session.add(product)
+async def _commit_and_invalidate(request: Request, session: AsyncSession, *namespaces: str) -> None:
+    """Commit, then invalidate. Also when the commit's outcome is unknown (the connection
+    died after COMMIT was sent): a needless invalidation only costs a cache miss."""
     try:
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
         raise _conflict(exc) from None
-    await _cache(request).invalidate(LIST_NAMESPACE)
+    except Exception:
+        await _cache(request).invalidate(*namespaces)
+        raise
+    await _cache(request).invalidate(*namespaces)
+
+
+async def create_product(
+    body: ProductCreate, request: Request, response: Response, session: Session
+) -> dict[str, Any]:
+    product = Product(**body.model_dump())
+    session.add(product)
+    await _commit_and_invalidate(request, session, LIST_NAMESPACE)
     response.headers["Location"] = str(request.url_for("get_product", product_id=product.id))
     return _dump(product)
 
@@ -156,14 +166,9 @@ async def _locked_write(request: Request, product_id: int, session: AsyncSession
         else:
             for field, value in body.model_dump(exclude_unset=True).items():
                 setattr(product, field, value)
-        try:
-            await session.commit()
-        except IntegrityError as exc:
-            await session.rollback()
-            raise _conflict(exc) from None
+        await _commit_and_invalidate(request, session, item_namespace(product_id), LIST_NAMESPACE)
         if body is not None:
             await session.refresh(product)
-        await _cache(request).invalidate(item_namespace(product_id), LIST_NAMESPACE)
         return product
     finally:
         await lock.release_quietly()
