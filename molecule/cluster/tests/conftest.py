@@ -1,18 +1,42 @@
-"""Shared helpers for the cluster scenario: the controller drives playbooks and load."""
+"""Shared helpers for the cluster scenario: the controller drives playbooks and load.
 
+Host names come from the inventory's groups, so the tests also run against any lab
+with the same shape (MOLECULE_INVENTORY_FILE=... pytest molecule/cluster/tests)."""
+
+import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 import testinfra
+from testinfra.utils.ansible_runner import AnsibleRunner
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.loadgen
 
+from tools.loadgen import Load, Target, new_product  # noqa: E402
+
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-APP_HOSTS = ["cl-app1", "cl-app2"]
+_RUNNER = AnsibleRunner(INVENTORY)
+
+
+def group(name):
+    return sorted(_RUNNER.get_hosts(name))
+
+
+LB = group("lb")[0]
+APP_HOSTS = group("app")
+DB = group("db")[0]
+CACHE = group("cache")[0]
+MON = group("monitoring")[0]
+REPORT = ROOT / ".cache" / "cluster-drills.json"
+# A client that never retries, on keep-alive connections, with GETs and POSTs.
+CONNECTIONS = 32
 
 
 def machine(name):
@@ -25,26 +49,96 @@ def address(name):
 
 def playbook(name, *args, timeout=1200):
     """Run one of the collection's playbooks against the cluster, as a user would."""
-    proc = subprocess.run(
+    return subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
     )
-    return proc
 
 
 def release_of(app_host):
     """The release an app host serves, asked from the lb (the app port is closed to us)."""
-    out = machine("cl-lb").check_output(
-        f"curl -sf --max-time 5 http://{address(app_host)}:8000/version"
-    )
-    import json
-
+    out = machine(LB).check_output(f"curl -sf --max-time 5 http://{address(app_host)}:8000/version")
     return json.loads(out)["release"]
+
+
+def record(name, **figures):
+    """Keep the drill figures for the issue note and bench/RESULTS.md, and print them."""
+    REPORT.parent.mkdir(exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data[name] = figures
+    REPORT.write_text(json.dumps(data, indent=2))
+    print(f"\n{name}: {json.dumps(figures)}")
 
 
 @pytest.fixture(scope="session")
 def lb_url():
-    return f"https://{address('cl-lb')}"
+    return f"https://{address(LB)}"
+
+
+@pytest.fixture(scope="session")
+def product_id(lb_url):
+    """A product created through the lb, read by the load."""
+    with httpx.Client(verify=False, timeout=10) as client:
+        resp = client.post(
+            f"{lb_url}/api/v1/products",
+            json={
+                "sku": f"drill-{uuid.uuid4().hex[:8]}",
+                "name": "Drill",
+                "price": "9.99",
+                "category": "drills",
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()["id"]
+
+
+def mixed_targets(lb_url, product_id):
+    """Uncached reads (an Authorization header bypasses Nginx's cache), cacheable reads,
+    a cheap route and writes."""
+    uncached = {"Authorization": "Bearer drill"}
+    return [
+        Target(f"{lb_url}/api/v1/products/{product_id}", headers=uncached, name="read"),
+        Target(f"{lb_url}/api/v1/products?page=1", name="cached read"),
+        Target(f"{lb_url}/version", name="version"),
+        Target(f"{lb_url}/api/v1/products", "POST", new_product, name="write"),
+    ]
+
+
+def under_load(targets, run, settle=2.0):
+    """Load before, during and after `run()`; returns (run's result, load, wall time)."""
+    load = Load(targets, connections=CONNECTIONS, duration=900).start()
+    time.sleep(settle)  # steady state before the change
+    started = time.monotonic()
+    outcome = run()
+    wall = time.monotonic() - started
+    time.sleep(settle)
+    load.stop()
+    return outcome, load, wall
+
+
+def figures(load, wall, **extra):
+    r = load.result
+    per_target = {name: t.summary()["statuses"] for name, t in load.by_target.items()}
+    return dict(
+        wall_s=round(wall, 1),
+        sent=r.sent,
+        failed=r.bad,
+        connection_errors=r.failures,
+        non_2xx=r.non_2xx,
+        errors=dict(r.errors),
+        rps=r.summary()["rps"],
+        p99_ms=r.summary()["p99_ms"],
+        per_target=per_target,
+        **extra,
+    )
+
+
+def assert_no_failures(load):
+    summary = load.result.summary()
+    assert load.result.sent > 100, summary
+    assert load.result.bad == 0, summary
+    for name, r in load.by_target.items():
+        assert r.sent > 0, f"{name} was never sent: {summary}"

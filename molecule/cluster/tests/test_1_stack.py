@@ -2,9 +2,9 @@
 tier, and a clean check mode."""
 
 import httpx
-from conftest import APP_HOSTS, address, machine, playbook, release_of
+from conftest import APP_HOSTS, DB, LB, MON, address, machine, playbook, release_of
 
-testinfra_hosts = ["cl-lb"]
+testinfra_hosts = [LB]
 
 
 def test_every_app_host_serves_the_same_release():
@@ -16,15 +16,15 @@ def test_api_through_nginx_over_https(lb_url):
     with httpx.Client(verify=False, http2=False, timeout=10) as client:
         ready = client.get(f"{lb_url}/health/ready")
         assert ready.status_code == 200, ready.text
-        plain = httpx.get(f"http://{address('cl-lb')}/version", timeout=10)
+        plain = httpx.get(f"http://{address(LB)}/version", timeout=10)
         assert plain.status_code in (301, 308)
         assert plain.headers["location"].startswith("https://")
 
 
 def test_app_port_closed_outside_lb_and_monitoring():
     probe = "python3 -c \"import socket; socket.create_connection(('{}', 8000), timeout=2)\""
-    for src, allowed in (("cl-lb", True), ("cl-mon", True), ("cl-db", False)):
-        rc = machine(src).run(probe.format(address("cl-app1"))).rc
+    for src, allowed in ((LB, True), (MON, True), (DB, False)):
+        rc = machine(src).run(probe.format(address(APP_HOSTS[0]))).rc
         assert (rc == 0) is allowed, src
 
 

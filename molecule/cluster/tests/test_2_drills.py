@@ -1,91 +1,122 @@
-"""Drills on the converged cluster, each under bounded HTTPS load through Nginx:
-rolling deploy, rollback, failed rollout, reboot of an app machine.
+"""Drills on the converged cluster, each under a mixed HTTPS load through Nginx (reads
+that bypass the proxy cache, cached reads, /version, writes) from a client that never
+retries: rolling deploy, rollback, a config-only change (Gunicorn reload), drain and
+undrain of one member, a failed rollout, a reboot of an app machine. Each must give
+0 connection errors and 0 non-2xx answers.
 
 The tests run in file order and each starts from the state the previous one left."""
 
 import json
-import re
 import shutil
 import time
-import uuid
 
-import httpx
 import pytest
-from conftest import APP_HOSTS, ROOT, address, machine, playbook, release_of
+from conftest import (
+    APP_HOSTS,
+    LB,
+    ROOT,
+    assert_no_failures,
+    figures,
+    machine,
+    mixed_targets,
+    playbook,
+    record,
+    release_of,
+    under_load,
+)
 
-from tools.loadgen import Load
-
-testinfra_hosts = ["cl-lb"]
-CONNECTIONS = 50
-REPORT = ROOT / ".cache" / "cluster-drills.json"
-
-
-def record(name, **figures):
-    """Keep the drill figures for the issue note and bench/RESULTS.md."""
-    REPORT.parent.mkdir(exist_ok=True)
-    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    data[name] = figures
-    REPORT.write_text(json.dumps(data, indent=2))
-    print(name, figures)
+testinfra_hosts = [LB]
+DRAIN_FILE = "/etc/nftables.d/00-drain-fastapi-ops-app.nft"
 
 
 @pytest.fixture(scope="module")
-def urls(lb_url):
-    """A product created through the lb; the load reads it (cacheable) and /version."""
-    sku = f"drill-{uuid.uuid4().hex[:8]}"
-    with httpx.Client(verify=False, timeout=10) as client:
-        resp = client.post(
-            f"{lb_url}/api/v1/products",
-            json={"sku": sku, "name": "Drill", "price": "9.99", "category": "drills"},
-        )
-        assert resp.status_code == 201, resp.text
-        pid = resp.json()["id"]
-    return [f"{lb_url}/api/v1/products/{pid}", f"{lb_url}/version"]
-
-
-def under_load(urls, run):
-    load = Load(urls, connections=CONNECTIONS, duration=900).start()
-    time.sleep(2)  # steady state before the change
-    started = time.monotonic()
-    proc = run()
-    wall = time.monotonic() - started
-    time.sleep(2)
-    result = load.stop()
-    return proc, result, wall
+def targets(lb_url, product_id):
+    return mixed_targets(lb_url, product_id)
 
 
 def drained(app_host):
-    """Whether the lb's upstream marks this app host down."""
-    upstream = machine("cl-lb").check_output("cat /etc/nginx/fastapi_ops/upstream.conf")
-    member = re.search(rf"^\s*server {re.escape(address(app_host))}:8000 .*$", upstream, re.M)
-    assert member, upstream
-    return " down;" in member.group(0)
+    """Whether the app host refuses new connections from the lbs (app-side drain)."""
+    return machine(app_host).file(DRAIN_FILE).exists
 
 
-def assert_no_failures(result):
-    summary = result.summary()
-    assert result.sent > 100, summary
-    assert result.failures == 0 and result.server_errors == 0, summary
-    assert result.statuses.get(200, 0) > 0, summary
+def main_pid(host):
+    return machine(host).check_output("systemctl show -p MainPID --value fastapi-ops-app")
 
 
-def test_rolling_deploy_has_zero_failed_requests(urls):
-    before = release_of("cl-app1")
-    proc, result, wall = under_load(urls, lambda: playbook("deploy.yml", "-e", "app_build=drill1"))
+def nginx_reloads():
+    """Nginx master's reload count so far (a reload closes clients' idle connections)."""
+    log = machine(LB).run("journalctl -u nginx -o cat --no-pager | grep -c 'Reloaded' || true")
+    return int(log.stdout.strip() or 0)
+
+
+def assert_ok(proc):
     assert proc.returncode == 0, proc.stdout[-4000:]
-    record("rolling_deploy", wall_s=round(wall, 1), **result.summary())
-    assert_no_failures(result)
+
+
+def test_rolling_deploy_has_zero_failed_requests(targets):
+    before, reloads = release_of(APP_HOSTS[0]), nginx_reloads()
+    proc, load, wall = under_load(targets, lambda: playbook("deploy.yml", "-e", "app_build=drill1"))
+    assert_ok(proc)
+    record("rolling_deploy", **figures(load, wall))
+    assert_no_failures(load)
     for host in APP_HOSTS:
         assert release_of(host).endswith("+drill1") and release_of(host) != before
+        assert not drained(host)
+    assert nginx_reloads() == reloads, "a deploy reloaded Nginx"
 
 
-def test_rollback_has_zero_failed_requests(urls):
-    proc, result, wall = under_load(urls, lambda: playbook("rollback.yml"))
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    record("rollback", wall_s=round(wall, 1), **result.summary())
-    assert_no_failures(result)
+def test_rollback_has_zero_failed_requests(targets):
+    proc, load, wall = under_load(targets, lambda: playbook("rollback.yml"))
+    assert_ok(proc)
+    record("rollback", **figures(load, wall))
+    assert_no_failures(load)
     for host in APP_HOSTS:
         assert not release_of(host).endswith("+drill1")
+
+
+def test_config_only_change_reloads_without_failures(targets):
+    """A changed environment variable: site.yml reloads Gunicorn (HUP) on every app host
+    at once, old workers drain, new ones serve."""
+    pids = {
+        h: machine(h).check_output("systemctl show -p MainPID --value fastapi-ops-app")
+        for h in APP_HOSTS
+    }
+    extra = json.dumps({"app_env_extra": {"DRILL_MARKER": str(time.time())}})
+    proc, load, wall = under_load(
+        targets, lambda: playbook("site.yml", "--limit", "app", "-e", extra)
+    )
+    assert_ok(proc)
+    record("config_reload", **figures(load, wall))
+    assert_no_failures(load)
+    for host in APP_HOSTS:
+        # Reloaded, not restarted: same master, the new value in its environment.
+        app = machine(host)
+        assert main_pid(host) == pids[host]
+        assert "DRILL_MARKER" in app.check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
+
+
+def test_drain_and_undrain_one_member(targets):
+    host = APP_HOSTS[0]
+
+    def drain_and_back():
+        out = playbook("drain.yml", "--limit", host, "-e", "app_drain=true")
+        assert_ok(out)
+        assert drained(host)
+        # Idle: the lb holds no connection to it any more, and none come.
+        assert (
+            machine(host)
+            .run("ss -Htn state established '( sport = :8000 )'")
+            .stdout.count(machine(LB).ansible.get_variables()["ansible_host"])
+            == 0
+        )
+        time.sleep(5)
+        return playbook("drain.yml", "--limit", host, "-e", "app_drain=false")
+
+    proc, load, wall = under_load(targets, drain_and_back)
+    assert_ok(proc)
+    record("drain_undrain", **figures(load, wall))
+    assert_no_failures(load)
+    assert not drained(host)
 
 
 @pytest.fixture
@@ -100,69 +131,66 @@ def broken_source(tmp_path):
     return src
 
 
-def test_failed_rollout_stops_on_first_batch_and_rollback_restores(urls, broken_source):
+def test_failed_rollout_stops_on_first_batch_and_rollback_restores(targets, broken_source):
+    first, second = APP_HOSTS
     old = {h: release_of(h) for h in APP_HOSTS}
-    proc, result, wall = under_load(
-        urls,
-        lambda: playbook(
-            "deploy.yml",
-            "-e",
-            f"app_source_dir={broken_source}",
-            "-e",
-            "app_build=broken",
-            "-e",
-            "app_health_retries=5",
-        ),
-    )
-    record("failed_rollout", wall_s=round(wall, 1), **result.summary())
+    deploy = [
+        "deploy.yml",
+        "-e", f"app_source_dir={broken_source}",
+        "-e", "app_build=broken",
+        "-e", "app_health_retries=5",
+    ]  # fmt: skip
+    proc, load, wall = under_load(targets, lambda: playbook(*deploy))
+    record("failed_rollout", **figures(load, wall))
     assert proc.returncode != 0, "the broken release was rolled out"
-    assert_no_failures(result)
+    assert_no_failures(load)
     # The second app host was never touched and still serves the old release.
-    assert release_of("cl-app2") == old["cl-app2"]
-    assert drained("cl-app1") and not drained("cl-app2")
+    assert release_of(second) == old[second]
+    assert drained(first) and not drained(second)
 
-    proc, result, wall = under_load(urls, lambda: playbook("rollback.yml", "--limit", "cl-app1"))
-    record("rollback_after_failed_rollout", wall_s=round(wall, 1), **result.summary())
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert_no_failures(result)
-    assert release_of("cl-app1") == old["cl-app1"]
-    assert not drained("cl-app1")
+    proc, load, wall = under_load(targets, lambda: playbook("rollback.yml", "--limit", first))
+    record("rollback_after_failed_rollout", **figures(load, wall))
+    assert_ok(proc)
+    assert_no_failures(load)
+    assert release_of(first) == old[first]
+    assert not drained(first)
 
 
-def test_reboot_of_an_app_machine_under_load(urls):
-    app2 = machine("cl-app2")
-    started_before = app2.check_output("ps -o lstart= -p 1")
+def test_reboot_of_an_app_machine_under_load(targets):
+    host = APP_HOSTS[-1]
+    app = machine(host)
+    started_before = app.check_output("ps -o lstart= -p 1")
 
     def reboot_and_wait():
-        app2.run("systemctl reboot")
+        app.run("systemctl reboot")
         deadline = time.monotonic() + 180
         rebooted = False
         while time.monotonic() < deadline:
             time.sleep(2)
             if not rebooted:  # first see it go down and come up with a new PID 1
                 try:
-                    probe = app2.run("ps -o lstart= -p 1")
+                    probe = app.run("ps -o lstart= -p 1")
                 except Exception:  # unreachable while it reboots
                     continue
                 rebooted = probe.rc == 0 and probe.stdout.strip() != started_before
                 continue
             try:
-                if release_of("cl-app2"):
+                if release_of(host):
                     return True
             except AssertionError:
                 continue
         return False
 
-    came_back, result, wall = under_load(urls, reboot_and_wait)
-    record("reboot_app2", wall_s=round(wall, 1), **result.summary())
-    assert came_back, "cl-app2 did not come back within 180 s"
-    assert app2.check_output("ps -o lstart= -p 1") != started_before, "no reboot happened"
-    assert_no_failures(result)
+    came_back, load, wall = under_load(targets, reboot_and_wait)
+    record("reboot_app", **figures(load, wall))
+    assert came_back, f"{host} did not come back within 180 s"
+    assert app.check_output("ps -o lstart= -p 1") != started_before, "no reboot happened"
+    assert_no_failures(load)
     for unit in (
         "fastapi-ops-app.socket",
         "fastapi-ops-app.service",
         "nftables.service",
         "prometheus-node-exporter.service",
     ):
-        svc = app2.service(unit)
+        svc = app.service(unit)
         assert svc.is_enabled and svc.is_running, unit

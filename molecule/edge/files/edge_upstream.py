@@ -7,6 +7,8 @@
   /nocache-headers        no caching header at all
   /metrics                plain text
   ?cc=VALUE               overrides Cache-Control, ?pad=N adds N bytes to the body
+  ?status=N               answers with status N (503: with Retry-After, as an app whose
+                          database is down)
 
 Every answer echoes what the upstream received: whether an Authorization header came,
 Connection/Upgrade (keepalive and WebSocket map), X-Request-ID and X-Forwarded-*.
@@ -65,7 +67,10 @@ class Handler(BaseHTTPRequestHandler):
             if "pad" in query:
                 doc["pad"] = "x" * int(query["pad"][0])
             body = json.dumps(doc).encode()
-        self.send_response(200)
+        status = int(query.get("status", ["200"])[0])
+        self.send_response(status)
+        if status == 503:
+            self.send_header("Retry-After", "5")
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         if cache_control:

@@ -337,6 +337,19 @@ def test_draining_every_member_is_refused(lb):
     assert lb.file("/etc/nginx/fastapi_ops/upstream.conf").sha256sum == before
 
 
+def test_an_answer_never_marks_a_member_failed(client, lb, lb_addr):
+    """A 503 from the app ("my database is down") is an answer: it reaches the client as
+    it is, is not retried on the other member and never takes a member out, however
+    many come (max_fails is 3)."""
+    log_before = len(lb.file("/var/log/nginx/error.log").content_string)
+    answers = [curl(client, lb_addr, f"/nostore?status=503&{uniq()}") for _ in range(12)]
+    assert [status for status, _, _ in answers] == [503] * 12, "Nginx replaced the app's 503"
+    assert all(headers.get("retry-after") == "5" for _, headers, _ in answers)
+    assert set(_hosts_seen(client, lb_addr)) == {"edge-app", "edge-app2"}
+    new_log = lb.file("/var/log/nginx/error.log").content_string[log_before:]
+    assert "temporarily disabled" not in new_log and "no live upstreams" not in new_log, new_log
+
+
 def test_failed_member_is_skipped(client, app2, lb_addr):
     app2.run("systemctl stop edge-upstream")
     try:

@@ -1,0 +1,308 @@
+"""Faults under the mixed load of the drills, seen from the edge: a dependency outage,
+a burst on a cheap route, kill -9 of every kind of server process, a reboot of every
+kind of machine. Each prints what the client sent, what failed and how long recovery
+took, and checks that every service came back by itself.
+
+A dependency outage is an answer, not a dead member: while PostgreSQL is down the app
+answers writes with 503 + Retry-After and readiness with 503 naming the database, reads
+come from the caches, and Nginx never marks a member failed (no 502)."""
+
+import re
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import (
+    APP_HOSTS,
+    CACHE,
+    CONNECTIONS,
+    DB,
+    LB,
+    MON,
+    address,
+    figures,
+    machine,
+    mixed_targets,
+    record,
+    under_load,
+)
+
+testinfra_hosts = [LB]
+PG_UNIT = "postgresql@15-main"
+OUTAGE = 13  # seconds, as in the report that opened the issue
+UPSTREAM_TROUBLE = re.compile(
+    r"no live upstreams|reset by peer|prematurely closed|temporarily disabled"
+)
+
+
+@pytest.fixture(scope="module")
+def targets(lb_url, product_id):
+    return mixed_targets(lb_url, product_id)
+
+
+class ReadyProbe:
+    """Polls /health/ready through the lb: (time, status, failing checks)."""
+
+    def __init__(self, lb_url):
+        self.url, self.seen, self._stop = f"{lb_url}/health/ready", [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with httpx.Client(verify=False, timeout=5) as client:
+            while not self._stop.is_set():
+                sent = time.time()  # when the question was asked, not answered
+                try:
+                    resp = client.get(self.url)
+                    body = (
+                        resp.json()
+                        if resp.headers.get("content-type", "").startswith("application/json")
+                        else {}
+                    )
+                    self.seen.append((sent, resp.status_code, body.get("failing")))
+                except httpx.HTTPError as exc:
+                    self.seen.append((sent, 0, type(exc).__name__))
+                time.sleep(0.25)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def statuses(self, start, end):
+        return {(s, str(f)) for t, s, f in self.seen if start <= t <= end}
+
+    def first_ok_after(self, t0):
+        return next((t for t, s, _ in self.seen if t >= t0 and s == 200), None)
+
+
+def lb_error_log_since(offset):
+    return machine(LB).run(f"tail -c +{offset + 1} /var/log/nginx/error.log").stdout
+
+
+def lb_error_log_size():
+    return int(machine(LB).check_output("stat -c %s /var/log/nginx/error.log"))
+
+
+def last_bad_after(result, t0):
+    return max((t for t in result.failure_times if t >= t0), default=None)
+
+
+def outage(host, stop, start, lb_url, targets):
+    """Stop a dependency for OUTAGE seconds under load; return the figures."""
+    log_at = lb_error_log_size()
+    with ReadyProbe(lb_url) as probe:
+
+        def run():
+            machine(host).check_output(stop)
+            down = time.time()
+            time.sleep(OUTAGE)
+            machine(host).check_output(start)
+            return down, time.time()
+
+        (down, up), load, wall = under_load(targets, run)
+        time.sleep(3)  # the probe sees the recovery
+    during = probe.statuses(down + 2, up - 1)
+    ready_back = probe.first_ok_after(up)
+    writes = load.by_target["write"]
+    figs = figures(
+        load,
+        wall,
+        outage_s=round(up - down, 1),
+        ready_during=sorted(during),
+        ready_back_after_s=round(ready_back - up, 1) if ready_back else None,
+        writes_back_after_s=round((last_bad_after(writes, up) or up) - up, 1),
+    )
+    return figs, load, probe, (down, up), lb_error_log_since(log_at)
+
+
+def test_postgresql_down_is_a_503_not_a_502(lb_url, targets):
+    figs, load, probe, (down, up), errors = outage(
+        DB, f"systemctl stop {PG_UNIT}", f"systemctl start {PG_UNIT}", lb_url, targets
+    )
+    record("postgresql_down", **figs)
+    by = load.by_target
+    # Reads from the caches, and routes that never touch the database, stay 200.
+    for name in ("read", "cached read", "version"):
+        assert set(by[name].statuses) == {200}, (name, figs)
+    # Writes: the app's own 503 with Retry-After, never a 500 or a 502.
+    assert set(by["write"].statuses) <= {201, 503} and by["write"].statuses[503] > 0, figs
+    assert load.result.failures == 0, figs
+    # Readiness names the database; Nginx passed the 503 on (no 502 while the app is up).
+    assert figs["ready_during"] == [(503, "['database']")], figs
+    assert figs["ready_back_after_s"] is not None and figs["ready_back_after_s"] <= 5, figs
+    assert figs["writes_back_after_s"] <= 5, figs
+    assert not UPSTREAM_TROUBLE.search(errors), errors[-2000:]
+
+
+def test_write_during_outage_says_when_to_retry(lb_url):
+    machine(DB).check_output(f"systemctl stop {PG_UNIT}")
+    try:
+        resp = httpx.post(
+            f"{lb_url}/api/v1/products",
+            json={"sku": "outage-1", "name": "x", "price": "1.00", "category": "drills"},
+            verify=False,
+            timeout=10,
+        )
+    finally:
+        machine(DB).check_output(f"systemctl start {PG_UNIT}")
+    assert resp.status_code == 503 and int(resp.headers["retry-after"]) > 0, resp.text
+    assert "database" in resp.text and "Error" not in resp.text, resp.text
+
+
+def test_redis_down_reads_from_postgresql(lb_url, targets):
+    figs, load, probe, _, errors = outage(
+        CACHE, "systemctl stop redis-server", "systemctl start redis-server", lb_url, targets
+    )
+    record("redis_down", **figs)
+    assert load.result.bad == 0, figs
+    assert figs["ready_during"] == [(503, "['redis']")], figs
+    assert figs["ready_back_after_s"] is not None and figs["ready_back_after_s"] <= 5, figs
+    assert not UPSTREAM_TROUBLE.search(errors), errors[-2000:]
+
+
+def wrk(url, seconds=8, connections=32):
+    """wrk never retries; its timeout is the load generator's (10 s), not its 2 s default."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    kinds = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, socket.groups()), strict=True))
+        if socket
+        else {}
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {
+        "sent": requests,
+        "non_2xx": non_2xx,
+        "socket_errors": sum(kinds.values()),
+        "socket_error_kinds": kinds,
+        "rps": rps,
+    }
+
+
+def test_burst_on_a_cheap_route_fails_nothing(lb_url):
+    log_at = lb_error_log_size()
+    result = wrk(f"{lb_url}/version")
+    errors = lb_error_log_since(log_at)
+    record("burst_version", **result)
+    assert result["sent"] > 1000 and result["non_2xx"] == 0 and result["socket_errors"] == 0, result
+    assert not UPSTREAM_TROUBLE.search(errors), errors[-2000:]
+
+
+def test_nginx_reload_costs_at_most_one_request_per_client_connection(targets):
+    """A change of the edge (site.yml on an lb) needs a reload: old workers close their
+    idle client keep-alive connections, and a client that never retries can lose the
+    request it sent on one at that moment. Measured, and bounded by the connections."""
+    _, load, wall = under_load(targets, lambda: machine(LB).check_output("systemctl reload nginx"))
+    record("nginx_reload", **figures(load, wall))
+    assert load.result.sent > 100 and load.result.non_2xx == 0, load.result.summary()
+    assert load.result.failures <= CONNECTIONS, load.result.summary()
+
+
+def wait_active(host, unit, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if machine(host).run(f"systemctl is-active {unit}").stdout.strip() == "active":
+                return time.monotonic()
+        except Exception:  # the machine is rebooting
+            pass
+        time.sleep(0.5)
+    return None
+
+
+@pytest.mark.parametrize(
+    "host, unit, main",
+    [
+        (APP_HOSTS[0], "fastapi-ops-app", "gunicorn master"),
+        (DB, PG_UNIT, "postmaster"),
+        (CACHE, "redis-server", "redis-server"),
+        (LB, "nginx", "nginx master"),
+    ],
+    ids=["gunicorn-master", "postmaster", "redis", "nginx-master"],
+)
+def test_kill_9_of_a_main_process_comes_back_by_itself(lb_url, targets, host, unit, main):
+    pid = machine(host).check_output(f"systemctl show -p MainPID --value {unit}")
+    assert int(pid) > 0
+
+    def kill():
+        machine(host).check_output(f"kill -9 {pid}")
+        killed = time.monotonic()
+        time.sleep(1)
+        back = wait_active(host, unit)
+        new = machine(host).check_output(f"systemctl show -p MainPID --value {unit}")
+        return killed, back, new
+
+    (killed, back, new_pid), load, wall = under_load(targets, kill, settle=3)
+    window = outside_window(load, killed, back)
+    record(
+        f"kill9_{unit}",
+        **figures(load, wall, back_after_s=round(back - killed, 1) if back else None),
+        bad_outside_the_outage=window,
+    )
+    assert back is not None and new_pid not in ("0", pid), f"{unit} did not come back"
+    assert back - killed <= 10, f"{unit} took {back - killed:.1f} s to come back"
+    # Failures only while the process was down (and what was in flight on it).
+    assert window == 0, load.result.summary()
+    if unit in (PG_UNIT, "redis-server"):  # a dependency: degraded, never a 5xx but writes'
+        assert load.result.failures == 0, load.result.summary()
+        assert all(r.non_2xx == 0 for n, r in load.by_target.items() if n != "write")
+
+
+def outside_window(load, start_monotonic, end_monotonic, margin=2.0):
+    """Bad requests outside [start, end + margin] (monotonic times, compared in wall time)."""
+    if end_monotonic is None:
+        return load.result.bad
+    offset = time.time() - time.monotonic()
+    start, end = start_monotonic + offset, end_monotonic + offset + margin
+    return sum(1 for t in load.result.failure_times if not start <= t <= end)
+
+
+@pytest.mark.parametrize("host", [LB, DB, CACHE, MON], ids=["lb", "db", "cache", "monitoring"])
+def test_reboot_comes_back_by_itself(lb_url, targets, host):
+    units = {
+        LB: ["nginx", "prometheus-nginx-exporter"],
+        DB: [PG_UNIT, "prometheus-postgres-exporter"],
+        CACHE: ["redis-server", "prometheus-redis-exporter"],
+        MON: ["prometheus"],
+    }[host] + ["nftables", "prometheus-node-exporter"]
+    boot = machine(host).check_output("ps -o lstart= -p 1")
+    rebooted_at = None
+
+    def reboot():
+        nonlocal rebooted_at
+        rebooted_at = time.monotonic()
+        machine(host).run("systemctl reboot")
+        started = time.monotonic()
+        time.sleep(3)
+        deadline = started + 180
+        while time.monotonic() < deadline:
+            try:
+                if machine(host).check_output("ps -o lstart= -p 1") != boot and all(
+                    wait_active(host, u, timeout=2) for u in units
+                ):
+                    return time.monotonic() - started
+            except Exception:
+                pass
+            time.sleep(1)
+        return None
+
+    back_after, load, wall = under_load(targets, reboot, settle=3)
+    record(
+        f"reboot_{host}", **figures(load, wall, back_after_s=back_after and round(back_after, 1))
+    )
+    assert back_after is not None, f"{host} or one of {units} did not come back"
+    if host in (DB, CACHE, MON):  # degraded, never down: only writes may wait for PostgreSQL
+        assert load.result.failures == 0, load.result.summary()
+        non_write = sum(r.non_2xx for name, r in load.by_target.items() if name != "write")
+        assert non_write == 0, load.result.summary()
+    address(host)  # still reachable
