@@ -101,12 +101,13 @@ def outage(host, stop, start, lb_url, targets):
             machine(host).check_output(stop)
             down = time.time()
             time.sleep(OUTAGE)
+            restarting = time.time()  # the service may answer before `start` returns
             machine(host).check_output(start)
-            return down, time.time()
+            return down, restarting, time.time()
 
-        (down, up), load, wall = under_load(targets, run)
+        (down, restarting, up), load, wall = under_load(targets, run)
         time.sleep(3)  # the probe sees the recovery
-    during = probe.statuses(down + 2, up - 1)
+    during = probe.statuses(down + 2, restarting)
     ready_back = probe.first_ok_after(up)
     writes = load.by_target["write"]
     figs = figures(
