@@ -39,7 +39,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,16 +51,13 @@ from typing import Any
 
 import asyncpg
 import redis
+from app_baseline import ADMIN, REDIS, admin, free_port
 from benchlib import log, table, write_json
 from prometheus_client.mmap_dict import MmapedDict
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKER_MODULE_DIR = REPO / "roles" / "app" / "files"
-ADMIN = os.environ.get(
-    "BENCH_ADMIN_DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
-)
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = 2
 SEEDED = 50_000
 # Item reads walk SEEDED ids; with this TTL (the app's default is 300 s) an id is read
@@ -130,20 +126,6 @@ function request()
   return wrk.format("GET", "/health/ready")
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def seed(db_url: str, count: int) -> tuple[int, int]:
