@@ -250,7 +250,9 @@ def test_kill_9_of_a_main_process_comes_back_by_itself(lb_url, targets, host, un
         **figures(load, wall, back_after_s=round(back - killed, 1) if back else None),
         bad_outside_the_outage=window,
     )
-    assert back is not None and new_pid not in ("0", pid), f"{unit} did not come back"
+    if back is None or new_pid in ("0", pid):
+        journal = machine(host).run(f"journalctl -u {unit} -n 15 -o cat --no-pager").stdout
+        pytest.fail(f"{unit} did not come back (MainPID {pid} -> {new_pid}):\n{journal}")
     assert back - killed <= 10, f"{unit} took {back - killed:.1f} s to come back"
     # Failures only while the process was down (and what was in flight on it).
     assert window == 0, load.result.summary()
