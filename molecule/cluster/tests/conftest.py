@@ -136,16 +136,29 @@ def figures(load, wall, **extra):
     )
 
 
+def outside_window(load, start_monotonic, end_monotonic, margin=2.0):
+    """Bad requests outside [start, end + margin] (monotonic times, compared in wall time)."""
+    if end_monotonic is None:
+        return load.result.bad
+    offset = time.time() - time.monotonic()
+    start, end = start_monotonic + offset, end_monotonic + offset + margin
+    return sum(1 for t in load.result.failure_times if not start <= t <= end)
+
+
 def nginx_errors(lines=8):
     """The lb's last Nginx errors, for a failure message (what Nginx saw of the upstreams)."""
     return machine(LB).run(f"tail -n {lines} /var/log/nginx/error.log").stdout.strip()
 
 
+def describe(load):
+    """A failure message whose first line says what each target got (CI shows the head)."""
+    per_target = {name: t.summary()["statuses"] for name, t in load.by_target.items()}
+    return f"{load.result.bad} failed: {per_target} {load.result.summary()}\n{nginx_errors()}"
+
+
 def assert_no_failures(load):
-    summary = load.result.summary()
-    assert load.result.sent > 100, summary
-    if load.result.bad:  # one line first: CI shows the head of a failure message
-        per_target = {name: t.summary()["statuses"] for name, t in load.by_target.items()}
-        pytest.fail(f"{load.result.bad} failed: {per_target} {summary}\n{nginx_errors()}")
+    assert load.result.sent > 100, load.result.summary()
+    if load.result.bad:
+        pytest.fail(describe(load))
     for name, r in load.by_target.items():
-        assert r.sent > 0, f"{name} was never sent: {summary}"
+        assert r.sent > 0, f"{name} was never sent: {load.result.summary()}"

@@ -25,6 +25,7 @@ from conftest import (
     figures,
     machine,
     mixed_targets,
+    outside_window,
     record,
     under_load,
 )
@@ -261,15 +262,6 @@ def test_kill_9_of_a_main_process_comes_back_by_itself(lb_url, targets, host, un
         # A read that misses the caches while PostgreSQL recovers gets the app's 503.
         answers = {code for r in load.by_target.values() for code in r.statuses}
         assert answers <= {200, 201, 503}, load.result.summary()
-
-
-def outside_window(load, start_monotonic, end_monotonic, margin=2.0):
-    """Bad requests outside [start, end + margin] (monotonic times, compared in wall time)."""
-    if end_monotonic is None:
-        return load.result.bad
-    offset = time.time() - time.monotonic()
-    start, end = start_monotonic + offset, end_monotonic + offset + margin
-    return sum(1 for t in load.result.failure_times if not start <= t <= end)
 
 
 @pytest.mark.parametrize("host", [LB, DB, CACHE, MON], ids=["lb", "db", "cache", "monitoring"])
