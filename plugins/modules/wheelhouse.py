@@ -92,7 +92,10 @@ path:
   type: str
   returned: success
 archive:
-  description: The tar of every wheel (C(wheels/) inside), to copy to the targets.
+  description:
+    - The tar to copy to the targets - every wheel under C(wheels/) and, for a source
+      build, the files of the sdist under C(source/) (an C(alembic.ini) beside the
+      package, scripts), for the release's migrations and commands.
   type: str
   returned: success
 wheel:
@@ -114,6 +117,10 @@ fingerprint:
   returned: success
 built:
   description: Whether this run built the wheelhouse (false when it was reused).
+  type: bool
+  returned: success
+source:
+  description: Whether the archive holds the sdist's files under C(source/) (a source build).
   type: bool
   returned: success
 """

@@ -1,7 +1,9 @@
 """Offline wheelhouses for releases, built on the controller (action plugin `wheelhouse`).
 
 A wheelhouse is the app's wheel and a wheel of every dependency for the targets' Python
-and platform, packed in one tar, so that targets install with `--no-index`.
+and platform, packed in one tar, so that targets install with `--no-index`. A source
+build also packs the files of its sdist under `source/`: what lives beside the package
+(an `alembic.ini`, scripts) is there for the release's migrations and commands.
 
 What is deployed is decided by the app's own build backend: a source tree is built into
 an sdist (its include/exclude rules apply), and the wheel is built from that sdist. The
@@ -28,7 +30,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-LAYOUT = "wheelhouse-3"  # part of every cache key: bump when the layout changes
+LAYOUT = "wheelhouse-4"  # part of every cache key: bump when the layout changes
 COMPLETE = "COMPLETE"
 ARCHIVE = "wheels.tar"
 
@@ -121,12 +123,20 @@ def build_sdist(python: str, source: Path, outdir: Path) -> Path:
     return sdists[0]
 
 
-def build_wheel(python: str, sdist: Path, outdir: Path) -> Path:
-    """The app's wheel, built from its sdist like an installer would."""
+def unpack_sdist(sdist: Path, dest: Path) -> None:
+    """The files of an sdist in dest, without its <name>-<version>/ top folder."""
     with tempfile.TemporaryDirectory(prefix="wheelhouse-src-") as tmp:
         with tarfile.open(sdist) as archive:
             archive.extractall(tmp, filter="data")
         (top,) = Path(tmp).iterdir()
+        shutil.move(str(top), dest)
+
+
+def build_wheel(python: str, sdist: Path, outdir: Path) -> Path:
+    """The app's wheel, built from its sdist like an installer would."""
+    with tempfile.TemporaryDirectory(prefix="wheelhouse-src-") as tmp:
+        top = Path(tmp) / "source"
+        unpack_sdist(sdist, top)
         before = set(outdir.glob("*.whl"))
         run([python, "-m", "build", "--wheel", "--outdir", str(outdir), str(top)], "wheel build")
     built = sorted(set(outdir.glob("*.whl")) - before)
@@ -199,6 +209,7 @@ class Result:
     version: str
     fingerprint: str
     built: bool
+    source: bool  # the archive holds the sdist's files under source/
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -264,6 +275,7 @@ def ensure(
             version=str(version),
             fingerprint=fingerprint,
             built=built,
+            source=bool(info.get("source")),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -289,12 +301,16 @@ def _build(
         wheels.mkdir()
         if sdist is not None:
             app_wheel = build_wheel(python, sdist, wheels)
+            unpack_sdist(sdist, partial / "source")
         else:
             app_wheel = Path(shutil.copy2(wheel, wheels / wheel.name))
         download(python, wheels, target, [str(app_wheel), *extra])
         with tarfile.open(partial / ARCHIVE, "w") as archive:
             archive.add(wheels, arcname="wheels")
-        (partial / COMPLETE).write_text(json.dumps({"wheel": app_wheel.name}) + "\n")
+            if sdist is not None:
+                archive.add(partial / "source", arcname="source")
+        info = {"wheel": app_wheel.name, "source": sdist is not None}
+        (partial / COMPLETE).write_text(json.dumps(info) + "\n")
         shutil.rmtree(home, ignore_errors=True)
         os.rename(partial, home)
     except BaseException:

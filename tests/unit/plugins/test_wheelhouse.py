@@ -109,6 +109,12 @@ def test_ensure_builds_once_then_reuses(tmp_path):
     assert other.path != first.path
 
 
+def test_unpack_sdist_drops_the_top_folder(tmp_path):
+    sdist = make_sdist(tmp_path / "shop-1.0.tar.gz", {"alembic.ini": b"[alembic]\n"}, 0)
+    wh.unpack_sdist(sdist, tmp_path / "source")
+    assert (tmp_path / "source" / "alembic.ini").read_bytes() == b"[alembic]\n"
+
+
 def test_ensure_refuses_a_tree_without_a_project(tmp_path):
     with pytest.raises(wh.WheelhouseError, match="no pyproject.toml"):
         wh.ensure(
