@@ -11,6 +11,8 @@ Alembic runs the project's own ``env.py`` (sync or async engine alike), in this 
 while a separate connection holds ``pg_advisory_lock(key)`` for the whole run: every
 migrator takes the same lock first, so two hosts never migrate at the same time.
 The result is written as JSON to RESULT.json (stdout/stderr stay free for env.py's logs).
+A request with a ``command`` runs that command (another migration tool) under the same
+lock instead of Alembic; it then needs only ``sqlalchemy`` and the driver.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -203,7 +206,27 @@ def describe(scripts: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def run_command(request: dict[str, Any]) -> dict[str, Any]:
+    """Another migration tool: its command, under the same lock (check mode: not run)."""
+    url = os.environ.get(request["url_env"])
+    if not url:
+        raise ValueError(f"no database URL for the lock: set {request['url_env']} in environment")
+    key = lock_key(request["lock_name"])
+    result: dict[str, Any] = {"lock_key": key, "error": None, "ran": False}
+    with AdvisoryLock(url, key, float(request["lock_timeout"])) as lock:
+        result["lock_waited"] = round(lock.waited, 3)
+        if request["check"]:
+            return result
+        proc = subprocess.run(request["command"], capture_output=True, text=True, check=False)
+        result.update(ran=True, rc=proc.returncode, output=(proc.stdout + proc.stderr)[-20000:])
+        if proc.returncode != 0:
+            result["error"] = f"{request['command'][0]} exited with {proc.returncode}"
+    return result
+
+
 def run(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("command"):
+        return run_command(request)
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 

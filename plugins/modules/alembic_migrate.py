@@ -27,6 +27,7 @@ description:
     the database at the last revision that succeeded.
   - C(changed) is true only when the database revision moved.
   - Passwords in URLs are masked in every message and returned value.
+  - With O(command), any other migration command runs under the same lock instead.
 options:
   project_path:
     description:
@@ -89,6 +90,18 @@ options:
     description: Seconds to wait for the advisory lock; V(0) waits forever.
     type: int
     default: 600
+  command:
+    description:
+      - Run this command (an argv list) instead of Alembic - another migration tool, or
+        Alembic driven by the app's own script - with the same advisory lock,
+        O(environment) and working directory O(project_path).
+      - The lock is taken with the URL in the O(url_env) variable of O(environment).
+      - The module cannot tell what such a command changed: C(changed) is true whenever
+        it ran; check mode takes the lock and does not run it.
+      - O(config), O(state) and O(revision) are ignored.
+    type: list
+    elements: str
+    default: []
   transaction_per_migration:
     description:
       - Run each migration in its own transaction, whatever C(env.py) configures.
@@ -180,6 +193,10 @@ stderr:
   description: Output of Alembic and env.py logging (passwords masked).
   returned: always
   type: str
+output:
+  description: Output of O(command), its last 20 000 characters (passwords masked).
+  returned: when O(command) ran
+  type: str
 """
 
 import inspect
@@ -210,6 +227,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "revision": {"type": "str", "default": "head"},
     "lock_name": {"type": "str", "default": "fastapi_ops.stack.alembic_migrate"},
     "lock_timeout": {"type": "int", "default": 600},
+    "command": {"type": "list", "elements": "str", "default": []},
     "transaction_per_migration": {"type": "bool", "default": True},
 }
 
@@ -296,10 +314,13 @@ def main() -> None:
         "lock_name": params["lock_name"],
         "lock_timeout": params["lock_timeout"],
         "transaction_per_migration": params["transaction_per_migration"],
+        "command": params["command"],
     }
     started = time.monotonic()
     result, output = run_helper(module, request)
     result, output = mask_data(result, secrets), mask_data(output, secrets)
+    if params["command"]:
+        _exit_command(module, result, output, started)
 
     pending = result.get("pending", [])
     before = _joined(result.get("from_heads"))
@@ -331,6 +352,24 @@ def main() -> None:
             traceback=result.get("traceback", ""),
             **{k: v for k, v in facts.items() if k != "diff"},
         )
+    module.exit_json(**facts)
+
+
+def _exit_command(
+    module: AnsibleModule, result: dict[str, Any], output: str, started: float
+) -> None:
+    facts: dict[str, Any] = {
+        "changed": bool(result.get("ran")),
+        "applied": [],
+        "lock_key": result.get("lock_key"),
+        "lock_waited": result.get("lock_waited"),
+        "elapsed": round(time.monotonic() - started, 3),
+        "output": result.get("output", ""),
+        "stderr": output,
+    }
+    if not result.get("ok"):
+        error = result.get("error") or "the migration command failed"
+        module.fail_json(msg=f"migration command failed: {error}", error=error, **facts)
     module.exit_json(**facts)
 
 

@@ -180,6 +180,36 @@ def test_failure_leaves_last_good_revision_and_masks_password(run_module, db):
     assert res["applied"] == ["c3"] and db.revision() == "c3"
 
 
+def test_command_runs_under_the_lock_and_check_mode_does_not_run_it(run_module, db):
+    # Any migration tool: here a probe that tries the same lock (it must be taken),
+    # then Alembic's own CLI with the project's env.py.
+    key = lock_key(f"test:{db.name}")
+    probe = (
+        "import os, sqlalchemy as sa; c = sa.create_engine(os.environ['DATABASE_URL']).connect();"
+        f"print('free', c.execute(sa.text('SELECT pg_try_advisory_lock({key})')).scalar())"
+    )
+    command = [sys.executable, "-c", probe]
+    res = run_module(alembic_migrate.main, module_args(db, command=command), check_mode=True)
+    assert not res.failed, res
+    assert res["changed"] is False and "output" in res and res["output"] == ""
+    res = run_module(alembic_migrate.main, module_args(db, command=command))
+    assert not res.failed, res
+    assert res["changed"] is True
+    assert "free False" in res["output"]
+    upgrade = [sys.executable, "-m", "alembic", "upgrade", "b2"]
+    res = run_module(alembic_migrate.main, module_args(db, command=upgrade))
+    assert not res.failed, res
+    assert db.revision() == "b2"
+
+
+def test_failing_command_fails_with_its_output_masked(run_module, db):
+    command = [sys.executable, "-c", f"import sys; print('{PASSWORD}'); sys.exit(3)"]
+    res = run_module(alembic_migrate.main, module_args(db, command=command))
+    assert res.failed
+    assert "exited with 3" in res["msg"]
+    assert_no_secret(res)
+
+
 def test_unreachable_database_error_is_masked(run_module, db):
     # No DATABASE_URL: the lock connection uses alembic.ini's URL (port 1, fake password).
     args = module_args(db, url_env="NO_SUCH_VAR")
