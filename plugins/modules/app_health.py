@@ -13,12 +13,16 @@ description:
   - Polls a health URL, over TCP or a unix socket, until the response is healthy, then
     returns it. Healthy means all of the configured checks pass; by default only the
     status code.
-  - Checks, in order, are O(status_code), O(json_equals), O(checks_ok),
+  - Checks, in order, are O(service_cwd), O(status_code), O(json_equals), O(checks_ok),
     O(expect_headers) and O(expect_release).
   - O(expect_release) proves that a given release answers, for example after a rolling
     upgrade. It is compared with a field of the JSON body of O(release_url) (for example
     the app's C(/version)), or, with O(release_header), with a response header such as
     C(X-Release).
+  - For an app without a release endpoint, O(service) and O(service_cwd) prove the
+    release by its process instead - the main process of the systemd service runs in
+    the release's directory (a C(WorkingDirectory) through a C(current) link resolves
+    when the process starts) - and the health URL proves that it answers.
   - Read-only; never reports C(changed). Uses only the Python standard library.
 options:
   url:
@@ -79,6 +83,14 @@ options:
       - Read the release from this response header of O(url) (for example V(X-Release))
         instead of a JSON field of O(release_url).
     type: str
+  service:
+    description: Systemd service whose main process O(service_cwd) checks.
+    type: str
+  service_cwd:
+    description:
+      - Directory the main process of O(service) must run in (compared after resolving
+        links), for example the release directory. Requires O(service).
+    type: path
   retries:
     description: Further attempts after the first one fails (total attempts = retries + 1).
     type: int
@@ -155,6 +167,14 @@ attempts:
   description: Number of attempts made.
   returned: always
   type: int
+proved:
+  description: What the healthy answer proved, one sentence each.
+  returned: success
+  type: list
+  elements: str
+  sample:
+    - main process 812 of shop.service runs in /srv/shop/releases/1.2.0+b3
+    - GET http://localhost/health/ready answered 200
 reason:
   description: Why the last attempt was not healthy (on failure).
   returned: failure
@@ -162,6 +182,8 @@ reason:
 """
 
 import http.client
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -184,6 +206,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "release_url": {"type": "str"},
     "release_field": {"type": "str", "default": "release"},
     "release_header": {"type": "str"},
+    "service": {"type": "str"},
+    "service_cwd": {"type": "path"},
     "retries": {"type": "int", "default": 30},
     "delay": {"type": "float", "default": 2},
     "timeout": {"type": "float", "default": 5},
@@ -236,6 +260,7 @@ class Prober:
         self.params = params
         self.last: Response | None = None
         self.release: str | None = None
+        self.pid: str | None = None
 
     def _get(self, url: str, method: str = "GET") -> Response:
         p = self.params
@@ -251,6 +276,10 @@ class Prober:
     def attempt(self) -> str | None:
         """One probe; returns the reason it is unhealthy, or None when healthy."""
         p = self.params
+        if p["service"]:
+            problem = self._process_problem()
+            if problem:
+                return problem
         try:
             self.last = self._get(p["url"], p["method"])
         except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -259,6 +288,32 @@ class Prober:
         if not problems and p["expect_release"] is not None:
             problems = self._release_problems()
         return "; ".join(problems) or None
+
+    def _process_problem(self) -> str | None:
+        p = self.params
+        show = ["systemctl", "show", "--property=MainPID", "--value", p["service"]]
+        proc = subprocess.run(show, capture_output=True, text=True, check=False)
+        self.pid = proc.stdout.strip()
+        if proc.returncode != 0 or self.pid in ("", "0"):
+            return f"{p['service']} has no main process"
+        try:
+            cwd = os.path.realpath(f"/proc/{self.pid}/cwd", strict=True)
+        except OSError as exc:
+            return f"cannot read the directory of process {self.pid}: {exc}"
+        if cwd != os.path.realpath(p["service_cwd"]):
+            expected = p["service_cwd"]
+            return f"main process {self.pid} of {p['service']} runs in {cwd}, expected {expected}"
+        return None
+
+    def proved(self) -> list[str]:
+        p = self.params
+        found = []
+        if p["service"]:
+            found.append(f"main process {self.pid} of {p['service']} runs in {p['service_cwd']}")
+        found.append(f"{p['method']} {p['url']} answered {self.last.status if self.last else None}")
+        if p["expect_release"] is not None:
+            found.append(f"release {self.release} answers")
+        return found
 
     def _release_problems(self) -> list[str]:
         p = self.params
@@ -285,6 +340,8 @@ def main() -> None:
     params = module.params
     if params["retries"] < 0 or params["delay"] < 0 or params["timeout"] <= 0:
         module.fail_json(msg="retries and delay must be >= 0, timeout > 0")
+    if bool(params["service"]) != bool(params["service_cwd"]):
+        module.fail_json(msg="parameters are required together: service, service_cwd")
     prober = Prober(params)
     started = time.monotonic()
     attempts = 0
@@ -315,7 +372,7 @@ def main() -> None:
             reason=reason,
             **result,
         )
-    module.exit_json(**result)
+    module.exit_json(proved=prober.proved(), **result)
 
 
 if __name__ == "__main__":

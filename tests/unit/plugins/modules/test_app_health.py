@@ -101,6 +101,24 @@ def test_healthy_first_try(run_module, tcp_url):
     assert res["elapsed"] >= 0
 
 
+def test_says_what_it_proved(run_module, tcp_url):
+    res = run_module(app_health.main, {"url": tcp_url + "/health/ready"})
+    assert res["proved"] == [f"GET {tcp_url}/health/ready answered 200"]
+
+
+def test_service_process_is_checked_before_the_url(run_module, tcp_url, app):
+    # No such unit (or no systemd at all): never healthy, and the URL is not asked.
+    args = {"url": tcp_url + "/health/ready", "retries": 1, "delay": 0}
+    res = run_module(
+        app_health.main, {**args, "service": "no-such-app.service", "service_cwd": "/"}
+    )
+    assert res.failed
+    assert "no-such-app.service has no main process" in res["reason"]
+    assert app.calls == 0
+    res = run_module(app_health.main, {**args, "service": "x.service"})
+    assert res.failed and "required together" in res["msg"]
+
+
 def test_retries_until_healthy(run_module, tcp_url, app):
     app.unready = 3
     res = run_module(
