@@ -1,7 +1,8 @@
 """Live checks of the monitoring tier on the lab (run on each `monitoring` host).
 
 Targets, firewall, alert rules, retention, dashboards' metric names against a live scrape,
-the app's request counter against traffic sent, and Redis going down.
+the app's request counter against traffic sent, the edge metrics (mtail on the lb) against
+requests sent through Nginx, the health probe, and Redis going down.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ dashboards = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(dashboards)
 
 # Tier job -> (inventory group, port); the node job covers every host.
-EXPORTERS = {"postgres": ("db", 9187), "redis": ("cache", 9121), "nginx": ("lb", 9113)}
+EXPORTERS = {
+    "postgres": ("db", 9187),
+    "redis": ("cache", 9121),
+    "nginx": ("lb", 9113),
+    "nginx_log": ("lb", 3903),  # mtail
+}
 
 
 def addr(variables: dict, name: str) -> str:
@@ -73,6 +79,7 @@ def expected_targets(inv) -> set[tuple[str, str]]:
     g = inv["groups"]
     want = {("node", h) for h in g["all"]} | {("prometheus", inv["me"])}
     want |= {("app", h) for h in g.get("app", [])}
+    want |= {("app_probe", h) for h in g.get("app", [])}
     for job, (group, _) in EXPORTERS.items():
         want |= {(job, h) for h in g.get(group, [])}
     return want
@@ -188,12 +195,104 @@ def exercise_app(host, inv) -> None:
             )
 
 
+def exercise_edge(host, inv, n: int) -> None:
+    """n GETs of /health/live through every lb's Nginx (HTTPS, self-signed), each 200."""
+    for lb in inv["groups"].get("lb", []):
+        out = host.check_output(
+            f"for i in $(seq {n}); do curl -sk -o /dev/null -w '%{{http_code}}\\n' "
+            f"--max-time 10 https://{addr(inv, lb)}/health/live; done"
+        )
+        assert out.split() == ["200"] * n, out
+
+
+def _edge_count(host, inv, lb: str) -> float:
+    r = query(
+        host,
+        inv,
+        f'sum(nginx_http_requests_total{{job="nginx_log", instance="{lb}", method="GET", '
+        f'status="200"}})',
+    )
+    return float(r[0]["value"][1]) if r else 0.0
+
+
+def test_requests_through_nginx_are_counted_per_app(host, inv):
+    """mtail reads the JSON access log: n requests through Nginx add n to the counter."""
+    lbs = inv["groups"].get("lb", [])
+    if not lbs:
+        pytest.fail("the scenario has no `lb` host")
+    n = 10  # within the rate limit's burst (20): every one is a 200
+    exercise_edge(host, inv, 1)  # the series exists from its first request on
+    for lb in lbs:
+        deadline = time.monotonic() + 30
+        while _edge_count(host, inv, lb) == 0:
+            assert time.monotonic() < deadline, f"no nginx_http_requests_total from {lb}"
+            time.sleep(2)
+    time.sleep(6)  # the log is flushed every second, scraped every 5 s
+    before = {lb: _edge_count(host, inv, lb) for lb in lbs}
+    exercise_edge(host, inv, n)
+    for lb in lbs:
+        deadline, after = time.monotonic() + 60, before[lb]
+        while after - before[lb] < n and time.monotonic() < deadline:
+            time.sleep(2)
+            after = _edge_count(host, inv, lb)
+        assert after - before[lb] == n, (lb, before[lb], after)
+        print(f"{lb}: nginx_http_requests_total GET 200 before={before[lb]} after={after}")
+    # One app label per Nginx (nginx_app_name), and latency in the millisecond buckets.
+    apps = query(host, inv, 'count by (app) (nginx_http_requests_total{job="nginx_log"})')
+    assert [r["metric"]["app"] for r in apps] == ["app"]
+    fast = query(
+        host, inv, 'sum(nginx_http_request_duration_seconds_bucket{job="nginx_log", le="0.1"})'
+    )
+    assert fast and float(fast[0]["value"][1]) >= n
+
+
+def test_app_health_probe_succeeds(host, inv):
+    apps = inv["groups"].get("app", [])
+    if not apps:
+        pytest.fail("the scenario has no `app` host")
+    deadline = time.monotonic() + 60
+    while True:
+        got = {
+            r["metric"]["instance"]: r["value"][1]
+            for r in query(host, inv, 'probe_success{job="app_probe"}')
+        }
+        if got == {a: "1" for a in apps} or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert got == {a: "1" for a in apps}
+    status = query(host, inv, 'probe_http_status_code{job="app_probe"}')
+    assert {r["value"][1] for r in status} == {"200"}
+
+
+def test_blackbox_and_mtail_listen_where_they_should_hardened(host, inv):
+    checks = [(host, "prometheus-blackbox-exporter", "127.0.0.1:9115")]
+    for lb in inv["groups"].get("lb", []):
+        checks.append((get_host(host, lb), "mtail", f"{addr(inv, lb)}:3903"))
+    for h, unit, listen in checks:
+        assert h.service(unit).is_running and h.service(unit).is_enabled
+        assert h.socket(f"tcp://{listen}").is_listening
+        port = listen.rsplit(":", 1)[1]
+        assert not h.socket(f"tcp://0.0.0.0:{port}").is_listening
+        assert not h.socket(f"tcp://:::{port}").is_listening
+        out = h.check_output(f"systemd-analyze security {unit}.service 2>&1 | tail -1")
+        exposure = float(re.search(r"level for \S+: ([\d.]+)", out).group(1))
+        print(f"systemd-analyze security {unit}.service: {exposure}")
+        assert exposure <= 2.0, out
+
+
 def test_dashboard_metric_names_are_exported(host, inv):
     exercise_app(host, inv)
+    exercise_edge(host, inv, 2)
     live = live_metric_names(host, inv)
     missing = {}
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
-        job_groups = {"app-red": "app", "postgres": "db", "redis": "cache", "nginx": "lb"}
+        job_groups = {
+            "app-red": "app",
+            "edge-red": "lb",
+            "postgres": "db",
+            "redis": "cache",
+            "nginx": "lb",
+        }
         group = job_groups.get(path.stem)
         if group and not inv["groups"].get(group):
             pytest.fail(f"{path.name}: the scenario has no `{group}` host to check it against")

@@ -185,6 +185,85 @@ def app_red() -> dict:
     )
 
 
+def app_variable() -> dict:
+    query = "label_values(nginx_http_requests_total, app)"
+    return {
+        "name": "app",
+        "label": "app",
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": "app"},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "current": {"text": "All", "value": "$__all"},
+        "sort": 1,
+    }
+
+
+def edge_red() -> dict:
+    """Every app's RED signals from Nginx's access log (mtail) and the health probe:
+    works for any app, whether or not it exports metrics itself."""
+    sel = 'app=~"$app"'
+    reqs = f"nginx_http_requests_total{{{sel}}}"
+    buckets = f"nginx_http_request_duration_seconds_bucket{{{sel}}}"
+    return dashboard(
+        "fastapi-ops-edge",
+        "Edge: requests, errors, duration per app (Nginx)",
+        [
+            panel(
+                "Request rate by app",
+                [(f"sum by (app) (rate({reqs}[{RATE}]))", "{{app}}")],
+                unit="reqps",
+            ),
+            panel(
+                "Responses by status",
+                [(f"sum by (app, status) (rate({reqs}[{RATE}]))", "{{app}} {{status}}")],
+                unit="reqps",
+            ),
+            panel(
+                "5xx ratio by app",
+                [
+                    (
+                        f"sum by (app) (rate(nginx_http_requests_total"
+                        f'{{{sel}, status=~"5.."}}[{RATE}]))'
+                        f" / sum by (app) (rate({reqs}[{RATE}]))",
+                        "{{app}}",
+                    )
+                ],
+                unit="percentunit",
+                description="Alert EdgeHighErrorRatio: above 5 % for 5 minutes.",
+            ),
+            panel(
+                "Latency p50 / p95 / p99 by app",
+                [
+                    (
+                        f"histogram_quantile({q}, sum by (app, le) (rate({buckets}[{RATE}])))",
+                        f"{{{{app}}}} p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.95, 0.99)
+                ],
+                unit="s",
+                description="Alerts EdgeHighLatencyP95 (250 ms), EdgeHighLatencyP99 (1 s): 10 min.",
+            ),
+            panel(
+                "Health probe by host",
+                [('probe_success{job="app_probe"}', "{{instance}}")],
+                kind="stat",
+                description="1: the health route answered 2xx. AppHealthProbeFailing: 0 for 3 min.",
+            ),
+            panel(
+                "Health probe duration by host",
+                [('probe_duration_seconds{job="app_probe"}', "{{instance}}")],
+                unit="s",
+            ),
+        ],
+        [app_variable()],
+        tags=("app", "nginx"),
+    )
+
+
 def hosts() -> dict:
     i = 'instance=~"$instance"'
     return dashboard(
@@ -425,6 +504,7 @@ def nginx() -> dict:
 
 DASHBOARDS = {
     "app-red": app_red,
+    "edge-red": edge_red,
     "hosts": hosts,
     "postgres": postgres,
     "redis": redis,

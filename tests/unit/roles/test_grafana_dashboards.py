@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,15 @@ def datasource_uid() -> str:
     return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["grafana_datasource_uid"]
 
 
-def test_the_five_dashboards_exist():
-    assert {p.stem for p in DASHBOARD_FILES} == {"app-red", "hosts", "postgres", "redis", "nginx"}
+def test_the_dashboards_exist():
+    assert {p.stem for p in DASHBOARD_FILES} == {
+        "app-red",
+        "edge-red",
+        "hosts",
+        "postgres",
+        "redis",
+        "nginx",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
@@ -94,6 +102,11 @@ def test_dashboard_uids_are_unique():
         ),
         ("a / on (instance) group_left (le) b > bool 0.5", {"a", "b"}),
         ('label_values(node_uname_info{job="node"}, instance)', {"node_uname_info"}),
+        ("label_values(nginx_http_requests_total, app)", {"nginx_http_requests_total"}),
+        (
+            'histogram_quantile(0.95, sum by (app, le) (rate(x_bucket{app=~"$app"}[5m])))',
+            {"x_bucket"},
+        ),
         (
             "(node_tls_certificate_not_after_seconds - time()) / 86400 < 1e3",
             {"node_tls_certificate_not_after_seconds"},
@@ -118,3 +131,30 @@ def test_app_dashboard_uses_the_apps_metric_names():
     for name in used:
         base = name.removesuffix("_bucket")
         assert f'"{base}"' in source, f"{name} is not defined in app/app/metrics.py"
+
+
+# What the edge dashboard may use besides the mtail program's metrics: the blackbox
+# exporter's http prober (the live check in molecule/monitoring scrapes both).
+BLACKBOX_METRICS = {"probe_success", "probe_duration_seconds", "probe_http_status_code"}
+
+
+def mtail_metric_names() -> set[str]:
+    """Metrics the nginx role's mtail program declares (histograms with their series)."""
+    text = (REPO / "roles" / "nginx" / "files" / "mtail" / "nginx.mtail").read_text()
+    names = set()
+    for kind, name in re.findall(r"^(counter|gauge|histogram)\s+(\w+)", text, re.M):
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def test_edge_dashboard_uses_only_edge_metrics():
+    """Works for any app: nothing from the app's own /metrics, only Nginx's log and the probe."""
+    assert {"nginx_http_requests_total", "nginx_http_request_duration_seconds_bucket"} <= (
+        mtail_metric_names()
+    )
+    used = set()
+    for q in dashboards.queries(json.loads((ROLE / "files/dashboards/edge-red.json").read_text())):
+        used |= dashboards.metric_names(q)
+    assert used and used <= mtail_metric_names() | BLACKBOX_METRICS, used
