@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: gunicorn_workers
 short_description: Number of Uvicorn (async) Gunicorn workers for a host
 version_added: 0.1.0
-author: fastapi_ops.stack maintainers
+author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
   - Computes how many Gunicorn workers of the Uvicorn (asyncio) worker class a host
     should run.

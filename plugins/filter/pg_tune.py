@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: pg_tune
 short_description: PostgreSQL settings computed with PGTune's rules for a web workload
 version_added: 0.1.0
-author: fastapi_ops.stack maintainers
+author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
   - Computes PostgreSQL memory, WAL, planner and parallelism settings from the host's RAM,
     CPU count, storage type and C(max_connections), with the rules of PGTune

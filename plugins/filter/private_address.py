@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 name: private_address
 short_description: A host's address on the private network
 version_added: 0.1.0
-author: fastapi_ops.stack maintainers
+author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
   - Returns the inventory host's C(private_address), else its C(ansible_host), else its
     name. Every role derives upstreams, pg_hba entries, firewall sources and scrape targets

@@ -91,7 +91,7 @@ def request(
         response = Response(
             status=raw.status,
             reason=raw.reason,
-            headers={key: value for key, value in raw.getheaders()},
+            headers=dict(raw.getheaders()),
             text=data.decode("utf-8", errors="replace"),
         )
     finally:

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: alembic_migrate
 short_description: Run Alembic migrations of a release under a PostgreSQL advisory lock
 version_added: 0.1.0
-author: fastapi_ops.stack maintainers
+author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
   - Upgrades (or downgrades) the database of a release with Alembic, running the
     project's own C(env.py) with the release's virtualenv interpreter and the app's
@@ -96,7 +96,7 @@ options:
         Alembic driven by the app's own script - with the same advisory lock,
         O(environment) and working directory O(project_path).
       - The lock is taken with the URL in the O(url_env) variable of O(environment).
-      - The module cannot tell what such a command changed: C(changed) is true whenever
+      - The module cannot tell what such a command changed, so C(changed) is true whenever
         it ran; check mode takes the lock and does not run it.
       - O(config), O(state) and O(revision) are ignored.
     type: list
@@ -109,6 +109,8 @@ options:
         revision it started from.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -116,6 +118,8 @@ attributes:
   diff_mode:
     support: full
     details: Before and after revision.
+  platform:
+    platforms: posix
 notes:
   - Runs on the target. Needs network access from the target to PostgreSQL.
   - The lock does not block the app; it only serialises migrators.

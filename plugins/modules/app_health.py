@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: app_health
 short_description: Wait until an HTTP(S) endpoint or a unix socket answers healthy
 version_added: 0.1.0
-author: fastapi_ops.stack maintainers
+author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
   - Polls a health URL, over TCP or a unix socket, until the response is healthy, then
     returns it. Healthy means all of the configured checks pass; by default only the
@@ -107,12 +107,16 @@ options:
     description: Verify the server's TLS certificate for V(https) URLs.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Read-only; polls in check mode too.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - The module runs on the target, so V(localhost) URLs and unix sockets are the target's.
 """

@@ -58,13 +58,26 @@ options:
       - Python on the controller with C(pip) and C(build).
       - Defaults to the interpreter running Ansible.
     type: path
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details: The wheelhouse is a controller-side cache; it is built in check mode too.
   diff_mode:
     support: none
     details: Nothing on the targets changes.
+  platform:
+    platforms: posix
+    details:
+      - Runs on the controller only; O(python_version) and O(platforms) describe the targets.
 notes:
   - Needs network access from the controller to the package index, unless cached.
   - Dependencies must exist as wheels for the target; a sdist-only dependency fails
@@ -124,7 +137,3 @@ source:
   type: bool
   returned: success
 """
-
-
-if __name__ == "__main__":
-    raise SystemExit("fastapi_ops.stack.wheelhouse is an action plugin: it runs on the controller")

@@ -26,9 +26,14 @@ from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+try:  # ansible-core depends on packaging; guarded so that the plugin imports without it
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+except ImportError as exc:
+    PACKAGING_IMPORT_ERROR: ImportError | None = exc
+else:
+    PACKAGING_IMPORT_ERROR = None
 
 LAYOUT = "wheelhouse-4"  # part of every cache key: bump when the layout changes
 COMPLETE = "COMPLETE"
@@ -68,7 +73,7 @@ class Target:
 
 
 def run(argv: list[str], what: str, cwd: str | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr).strip()[-3000:]
         raise WheelhouseError(f"{what} failed ({' '.join(argv)}):\n{output}")
@@ -148,7 +153,7 @@ def build_wheel(python: str, sdist: Path, outdir: Path) -> Path:
 def read_wheels(wheels: Path) -> dict[str, tuple[str, list[Requirement]]]:
     found = {}
     for path in sorted(wheels.glob("*.whl")):
-        name, version, _, _ = parse_wheel_filename(path.name)
+        name, version, _build_tag, _tags = parse_wheel_filename(path.name)
         with zipfile.ZipFile(path) as archive:
             meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
             message = Parser().parsestr(archive.read(meta).decode("utf-8"))
@@ -167,7 +172,7 @@ def missing(wheels: dict[str, tuple[str, list[Requirement]]], env: dict[str, str
     changed = True
     while changed:
         changed = False
-        for name, (_, requires) in wheels.items():
+        for name, (_version, requires) in wheels.items():
             for req in requires:
                 if any(applies(req, extra) for extra in extras.get(name, {""})):
                     wanted = extras.setdefault(canonicalize_name(req.name), {""})
@@ -175,7 +180,7 @@ def missing(wheels: dict[str, tuple[str, list[Requirement]]], env: dict[str, str
                         wanted.update(req.extras)
                         changed = True
     result: list[str] = []
-    for name, (_, requires) in wheels.items():
+    for name, (_version, requires) in wheels.items():
         for req in requires:
             if not any(applies(req, extra) for extra in extras.get(name, {""})):
                 continue
@@ -192,7 +197,7 @@ def download(python: str, wheels: Path, target: Target, requirements: list[str])
     markers with the controller's interpreter: redis needs async-timeout on 3.11.2)."""
     argv = [python, "-m", "pip", "download", "--quiet", "--dest", str(wheels), *target.pip_flags()]
     run(argv + requirements, "dependency download")
-    for _ in range(10):
+    for _round in range(10):
         todo = missing(read_wheels(wheels), target.environment())
         if not todo:
             return
@@ -226,6 +231,10 @@ def ensure(
     extra_requirements: tuple[str, ...] = (),
 ) -> Result:
     """Build the wheelhouse of a source tree or wheel, or reuse the cached one."""
+    if PACKAGING_IMPORT_ERROR is not None:
+        raise WheelhouseError(
+            f"the Python package 'packaging' is missing on the controller: {PACKAGING_IMPORT_ERROR}"
+        )
     if (source is None) == (wheel is None):
         raise WheelhouseError("give exactly one of source and wheel")
     scratch = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=_ensure_dir(cache_dir)))
@@ -246,7 +255,7 @@ def ensure(
         else:
             if not wheel.is_file():
                 raise WheelhouseError(f"no wheel at {wheel}")
-            package, version, _, _ = parse_wheel_filename(wheel.name)
+            package, version, _build_tag, _tags = parse_wheel_filename(wheel.name)
             fingerprint = wheel_digest(wheel)
         key = json.dumps(
             [LAYOUT, fingerprint, target.python_version, target.platforms, extra_requirements]
