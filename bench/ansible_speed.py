@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Ansible speed: wall time of site.yml (first converge), site.yml again (no-op) and
 deploy.yml, with the project's ansible.cfg versus Ansible's defaults, on fresh lab
 machines for each configuration.
@@ -62,7 +61,7 @@ def run(config: str) -> dict:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0]).parse_args()
     results = {cfg: run(cfg) for cfg in ("project", "defaults")}
     rows = []
     for step in ("first", "noop", "deploy"):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Baseline of the reference app: Gunicorn (shipped config) vs a single `uvicorn app.main:app`.
 
 Measures GET /api/v1/products/{id} with wrk, cache hit (CACHE_ENABLED=true) and cache

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Worker memory of the reference app over a long mixed load, `max_requests` recycling off.
 
 Gunicorn with the role's worker class (roles/app/files/fastapi_ops_worker.py), 2 workers,
@@ -181,7 +180,7 @@ def memory(pid: int) -> dict[str, float] | None:
         return None
     kib: dict[str, int] = {}
     for line in status.splitlines():
-        key, _, rest = line.partition(":")
+        key, _sep, rest = line.partition(":")
         if key in ("VmRSS", "RssAnon", "VmHWM"):
             kib[key] = int(rest.split()[0])
     out = {
@@ -217,7 +216,7 @@ def metric_values(metrics_dir: Path, pid: int) -> list[tuple[str, dict[str, str]
 
 def served(metrics_dir: Path, pid: int) -> int:
     values = metric_values(metrics_dir, pid)
-    return int(sum(v for name, _, v in values if name == "http_requests_total"))
+    return int(sum(v for name, _labels, v in values if name == "http_requests_total"))
 
 
 def series_count(metrics_dir: Path) -> int:
@@ -513,7 +512,7 @@ def run(args: argparse.Namespace, db_url: str, workdir: Path) -> dict[str, Any]:
             "new_worker_pids": restarts,
             "master_pid": server.pid,
             "seeded": [first_id, last_id],
-            "log_lines": sum(1 for _ in open(logfile, "rb")),
+            "log_lines": sum(1 for _line in open(logfile, "rb")),
             "log_tail": logfile.read_text(errors="replace").splitlines()[-10:],
             # The master's lines about its workers: boots, timeouts, kills.
             "gunicorn_events": [
@@ -649,7 +648,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--requests", type=int, default=0, help="stop after N (0: no limit)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")

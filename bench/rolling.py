@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rolling deploy under load: requests, failures and p99 during `playbooks/deploy.yml`
 versus steady state, and the deploy's wall time, for several deploys in a row.
 
@@ -64,7 +63,7 @@ def phase(load: Load) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--steady", type=int, default=15)
     parser.add_argument("--runs", type=int, default=3)

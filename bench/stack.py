@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stack throughput on the lab: the deployed stack (lb + app + db + cache) vs a naive
 `uvicorn app.main:app`, and vs the guide's own recipe, as ratios of one run.
 
@@ -115,7 +114,7 @@ def median(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
@@ -126,7 +125,7 @@ def main() -> None:
     with Lab("stack", MACHINES) as lab:
         converge = lab.playbook("playbooks/site.yml", logname="site")
         lb = f"https://{lab.addresses['bench-lb']}"
-        _, _, body = https_json(
+        _status, _headers, body = https_json(
             f"{lb}/api/v1/products",
             {
                 "sku": f"BENCH-{time.time_ns()}",
@@ -137,7 +136,7 @@ def main() -> None:
         )
         pid = json.loads(body)["id"]
         product = f"{lb}/api/v1/products/{pid}"
-        _, _, body = https_json(product)
+        _status, _headers, body = https_json(product)
         size = len(body)
         lab.ssh(
             "bench-lb",

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Tuning effect: the role's PostgreSQL settings (PGTune values) versus Debian's defaults
 on the app's uncached DB read, and Redis with the role's settings versus Redis defaults
 (redis-benchmark on the lab).
@@ -77,7 +76,7 @@ def redis_benchmark(lab: Lab, host: str, port: int, auth: str) -> dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
@@ -87,7 +86,7 @@ def main() -> None:
     with Lab("tuning", MACHINES) as lab:
         lab.playbook("playbooks/site.yml", logname="site")
         lb = f"https://{lab.addresses['bench-tedge']}"
-        _, _, body = https_json(
+        _status, _headers, body = https_json(
             f"{lb}/api/v1/products",
             {"sku": f"TUNE-{time.time_ns()}", "name": "Bench", "category": "bench", "price": "1"},
         )

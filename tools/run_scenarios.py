@@ -55,7 +55,7 @@ def main() -> int:
     lanes = [spec.split() for spec in sys.argv[1:] if spec.split()]
     with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
         results = [r for rs in pool.map(lane, lanes) for r in rs]
-    failed = [name for name, rc, _ in results if rc]
+    failed = [name for name, rc, _took in results if rc]
     print("== molecule scenarios")
     for name, rc, took in results:
         print(f"   {name:<12} {took:6.0f}s  {'ok' if rc == 0 else 'FAILED'}")

@@ -41,7 +41,7 @@ def main() -> int:
             print(f"{method:4} {base}{path} -> {resp.status_code} {resp.text[:120]}")
             if method == "POST" and resp.status_code == 201:
                 pid = resp.json()["id"]
-                for _ in range(2):
+                for _read in range(2):
                     got = client.get(f"/api/v1/products/{pid}")
                     print(
                         f"GET  {base}/api/v1/products/{pid} -> {got.status_code} "

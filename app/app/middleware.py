@@ -87,7 +87,7 @@ class RequestMiddleware:
                 started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                if not any(name.lower() == b"cache-control" for name, _value in headers):
                     headers.append((b"cache-control", b"no-store"))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}

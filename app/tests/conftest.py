@@ -131,7 +131,7 @@ async def app_factory(clean_db: None) -> AsyncIterator[Callable[[Settings], obje
     started: list[tuple[AppClient, object]] = []
 
     async def start(settings: Settings) -> AppClient:
-        client, _, lifespan = await start_client(settings)
+        client, _app, lifespan = await start_client(settings)
         started.append((client, lifespan))
         return client
 

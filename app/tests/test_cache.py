@@ -51,7 +51,7 @@ async def test_lists_invalidated_by_create_and_delete(client) -> None:  # type: 
 async def test_keys_follow_query_parameters(client) -> None:  # type: ignore[no-untyped-def]
     await client.post("/api/v1/products", json=product(sku="A", category="a"))
     await client.post("/api/v1/products", json=product(sku="B", category="b"))
-    for _ in range(2):  # second round comes from the cache
+    for _round in range(2):  # second round comes from the cache
         a = (await client.get("/api/v1/products", params={"category": "a"})).json()
         b = (await client.get("/api/v1/products", params={"category": "b"})).json()
         assert [p["sku"] for p in a["items"]] == ["A"]

@@ -281,7 +281,7 @@ async def test_full_pool_sheds_load_with_503_not_a_pile_up(  # type: ignore[no-u
         async with engine.connect() as conn:
             await conn.execute(text("SELECT pg_sleep(1.5)"))
 
-    holders = [asyncio.create_task(hold()) for _ in range(2)]
+    holders = [asyncio.create_task(hold()) for _holder in range(2)]
 
     async def pool_full() -> bool:
         return bool(engine.sync_engine.pool.checkedout() == 2)

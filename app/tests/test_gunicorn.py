@@ -235,7 +235,7 @@ def test_systemd_socket_activation(database_url, redis_prefix, tmp_path, bind) -
         # The first connection makes systemd-socket-activate exec gunicorn.
         response = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=30)
         assert response.status_code == 200
-        for _ in range(5):
+        for _request in range(5):
             assert httpx.get(f"http://127.0.0.1:{port}/version").status_code == 200
     finally:
         _stop(proc)

@@ -12,7 +12,7 @@ from tests.conftest import REDIS_URL, product
 async def test_only_one_holder_under_contention(redis_prefix: str) -> None:
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
     key = f"{redis_prefix}:lock:{uuid.uuid4().hex}"
-    locks = [RedisLock(redis, key, timeout=5, wait=0) for _ in range(25)]
+    locks = [RedisLock(redis, key, timeout=5, wait=0) for _lock in range(25)]
     try:
         results = await asyncio.gather(*(lock.acquire() for lock in locks))
         assert results.count(True) == 1
@@ -40,7 +40,7 @@ async def test_waiters_run_one_at_a_time(redis_prefix: str) -> None:
             done += 1
 
     try:
-        await asyncio.gather(*(worker() for _ in range(15)))
+        await asyncio.gather(*(worker() for _worker in range(15)))
     finally:
         await redis.aclose()
     assert (most, done) == (1, 15)

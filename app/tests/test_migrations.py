@@ -65,16 +65,18 @@ def test_packaged_cli_reads_database_url_from_env(tmp_path: Path) -> None:
     try:
         # cwd elsewhere: nothing may depend on the source checkout.
         run = {"env": env, "cwd": tmp_path, "capture_output": True, "text": True}
-        result = subprocess.run([bindir / "fastapi-ops-app-migrate"], **run)  # type: ignore[call-overload]
+        result = subprocess.run(  # type: ignore[call-overload]
+            [bindir / "fastapi-ops-app-migrate"], check=False, **run
+        )
         assert result.returncode == 0, result.stderr
         assert "products" in asyncio.run(_tables(url))
         result = subprocess.run(  # type: ignore[call-overload]
-            [bindir / "alembic", "-c", ini, "current"], **run
+            [bindir / "alembic", "-c", ini, "current"], check=False, **run
         )
         assert result.returncode == 0, result.stderr
         assert "0001 (head)" in result.stdout
         result = subprocess.run(  # type: ignore[call-overload]
-            [bindir / "alembic", "-c", ini, "downgrade", "base"], **run
+            [bindir / "alembic", "-c", ini, "downgrade", "base"], check=False, **run
         )
         assert result.returncode == 0, result.stderr
         assert "products" not in asyncio.run(_tables(url))

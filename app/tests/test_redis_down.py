@@ -53,7 +53,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
 
 
 async def _wait_for_ping(client) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             await client.app.state.redis.ping()
             return
@@ -73,7 +73,7 @@ async def test_reads_survive_redis_being_killed(app_factory, make_settings, priv
     proc.kill()
     proc.wait(timeout=10)
     errors = _errors()
-    for _ in range(3):
+    for _request in range(3):
         response = await client.get(f"/api/v1/products/{pid}")
         assert response.status_code == 200
         assert response.json()["sku"] == "SKU-1"
@@ -97,7 +97,7 @@ async def test_reads_with_redis_never_reachable(app_factory, make_settings) -> N
     created = await client.post("/api/v1/products", json=product())
     assert created.status_code == 201  # the insert does not need Redis
     pid = created.json()["id"]
-    for _ in range(2):
+    for _request in range(2):
         assert (await client.get(f"/api/v1/products/{pid}")).status_code == 200
     assert (await client.get("/api/v1/products")).status_code == 200
     assert (await client.delete(f"/api/v1/products/{pid}")).status_code == 503

@@ -119,6 +119,7 @@ class Lab:
             capture_output=True,
             text=True,
             timeout=300,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise SystemExit(f"{machine}: {command!r} failed: {proc.stderr.strip()[-500:]}")
@@ -137,7 +138,9 @@ class Lab:
         full_env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **(env or {})}
         t0 = time.monotonic()
         with open(logfile, "w") as fh:
-            proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=full_env, stdout=fh, stderr=subprocess.STDOUT, check=False
+            )
         wall = time.monotonic() - t0
         if proc.returncode != 0:
             tail = logfile.read_text().splitlines()[-25:]

@@ -18,7 +18,9 @@ PLUGINS = sorted(
 
 
 def run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -51,7 +53,7 @@ def installed(tmp_path_factory):
 
 
 def test_tarball_leaves_out_dev_files(installed):
-    tmp, _ = installed
+    tmp, _env = installed
     root = tmp / "collections/ansible_collections/fastapi_ops/stack"
     assert (root / "roles/common/tasks/main.yml").exists()
     for dev in (".venv", "molecule", "collections", "tools", ".git"):

@@ -93,7 +93,7 @@ class Machine:
 
 
 def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    proc = subprocess.run(cmd, text=True, capture_output=True, check=False, **kw)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -109,7 +109,7 @@ def write_file(path: str | Path, text: str, mode: int = 0o644) -> None:
 
 
 def parse_spec(spec: str) -> Machine:
-    name, _, groups = spec.partition(":")
+    name, _sep, groups = spec.partition(":")
     # The veth is named vb-NAME and interface names stop at 15 characters.
     if not name or len(name) > 12 or not name.replace("-", "").isalnum():
         raise LabError(f"bad machine name {name!r}: use 1-12 letters, digits or '-'")

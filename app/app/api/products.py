@@ -105,7 +105,7 @@ async def list_products(
 
     # The key holds exactly the validated query parameters, nothing else.
     params = f"category={category or ''}&page={page}&page_size={page_size}"
-    value, _ = await _cache(request).get_or_load(
+    value, _hit = await _cache(request).get_or_load(
         "product_list", LIST_NAMESPACE, params, _settings(request).cache_ttl_list, load
     )
     _cacheable(response, _settings(request))
@@ -119,7 +119,7 @@ async def get_product(
         product = await session.get(Product, product_id)
         return _dump(product) if product is not None else None
 
-    value, _ = await _cache(request).get_or_load(
+    value, _hit = await _cache(request).get_or_load(
         "product", item_namespace(product_id), "v", _settings(request).cache_ttl_product, load
     )
     if value is None:

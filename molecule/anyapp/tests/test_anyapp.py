@@ -136,6 +136,7 @@ def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
         timeout=1200,
         cwd=ROOT,
         env=env,
+        check=False,
     )
 
 
@@ -362,6 +363,6 @@ def test_prometheus_targets_up_and_no_alert_firing():
 
 def _epoch(rfc3339: str) -> float:
     """Prometheus's RFC 3339 timestamps (nanoseconds, Z) as epoch seconds."""
-    head, _, frac = rfc3339.rstrip("Z").partition(".")
+    head, _unused, frac = rfc3339.rstrip("Z").partition(".")
     whole = datetime.fromisoformat(head + "+00:00").timestamp()
     return whole + (float("0." + frac[:6]) if frac else 0.0)

@@ -55,6 +55,7 @@ def playbook(name, *args, timeout=1200):
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        check=False,
     )
 
 

@@ -79,7 +79,7 @@ class ReadyProbe:
         return {(s, str(f)) for t, s, f in self.seen if start <= t <= end}
 
     def first_ok_after(self, t0):
-        return next((t for t, s, _ in self.seen if t >= t0 and s == 200), None)
+        return next((t for t, s, _unused in self.seen if t >= t0 and s == 200), None)
 
 
 def lb_error_log_since(offset):
@@ -158,7 +158,7 @@ def test_write_during_outage_says_when_to_retry(lb_url):
 
 
 def test_redis_down_reads_from_postgresql(lb_url, targets):
-    figs, load, probe, _, errors = outage(
+    figs, load, probe, _unused, errors = outage(
         CACHE, "systemctl stop redis-server", "systemctl start redis-server", lb_url, targets
     )
     record("redis_down", **figs)
@@ -172,7 +172,7 @@ def wrk(url, seconds=8, connections=32):
     """wrk never retries; its timeout is the load generator's (10 s), not its 2 s default."""
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url],
-        capture_output=True, text=True, timeout=seconds + 30,
+        capture_output=True, text=True, timeout=seconds + 30, check=False
     ).stdout  # fmt: skip
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
@@ -205,7 +205,9 @@ def test_nginx_reload_costs_at_most_one_request_per_client_connection(targets):
     """A change of the edge (site.yml on an lb) needs a reload: old workers close their
     idle client keep-alive connections, and a client that never retries can lose the
     request it sent on one at that moment. Measured, and bounded by the connections."""
-    _, load, wall = under_load(targets, lambda: machine(LB).check_output("systemctl reload nginx"))
+    _unused, load, wall = under_load(
+        targets, lambda: machine(LB).check_output("systemctl reload nginx")
+    )
     record("nginx_reload", **figures(load, wall))
     assert load.result.sent > 100 and load.result.non_2xx == 0, load.result.summary()
     assert load.result.failures <= CONNECTIONS, load.result.summary()

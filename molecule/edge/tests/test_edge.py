@@ -79,7 +79,7 @@ def start_upstream(*hosts) -> None:
     for h in hosts:
         h.run("systemctl start edge-upstream")
         addr = h.ansible.get_variables()["ansible_host"]
-        for _ in range(50):
+        for _unused in range(50):
             if h.run(f"curl -s -o /dev/null --max-time 1 http://{addr}:8000/nostore").rc == 0:
                 break
             time.sleep(0.2)
@@ -192,13 +192,15 @@ def test_http2_negotiated(client, lb_addr):
 
 
 def test_http_redirects_to_https(client, lb_addr):
-    status, headers, _ = curl(client, lb_addr, "/some/path?x=1", scheme="http")
+    status, headers, _unused = curl(client, lb_addr, "/some/path?x=1", scheme="http")
     assert status == 301
     assert headers["location"] == f"https://{NAME}/some/path?x=1"
 
 
 def test_acme_challenge_path_not_redirected(client, lb_addr):
-    status, _, _ = curl(client, lb_addr, "/.well-known/acme-challenge/missing", scheme="http")
+    status, _unused, _unused = curl(
+        client, lb_addr, "/.well-known/acme-challenge/missing", scheme="http"
+    )
     assert status == 404
 
 
@@ -227,7 +229,7 @@ def static_file(lb):
 )
 def test_security_headers_on_every_location(client, lb_addr, static_file, path):
     path = static_file if path == "STATIC" else path
-    status, headers, _ = curl(client, lb_addr, path)
+    status, headers, _unused = curl(client, lb_addr, path)
     assert status in (200, 403, 404), (path, status)
     for name, value in SECURITY_HEADERS.items():
         assert headers.get(name) == value, (path, name, headers)
@@ -247,20 +249,22 @@ def test_static_served_by_nginx(client, lb_addr, static_file):
 
 def test_upstream_sees_forwarded_headers_and_request_id(client, lb_addr):
     client_addr = client.ansible.get_variables()["ansible_host"]
-    _, headers, body = curl(
+    _unused, headers, body = curl(
         client, lb_addr, f"/nostore?{uniq()}", "-H", "X-Request-ID: edge-test.42"
     )
     doc = json.loads(body)
     assert doc["x_request_id"] == "edge-test.42" and headers["x-request-id"] == "edge-test.42"
     assert doc["x_forwarded_for"] == client_addr and doc["x_forwarded_proto"] == "https"
     # A malformed id is replaced by Nginx's own.
-    _, headers, body = curl(client, lb_addr, f"/nostore?{uniq()}", "-H", "X-Request-ID: <script>")
+    _unused, headers, body = curl(
+        client, lb_addr, f"/nostore?{uniq()}", "-H", "X-Request-ID: <script>"
+    )
     assert re.fullmatch(r"[0-9a-f]{32}", json.loads(body)["x_request_id"])
 
 
 def test_keepalive_to_upstream_and_websocket_upgrade_map(client, lb_addr):
     peers = set()
-    for _ in range(12):
+    for _unused in range(12):
         doc = json.loads(curl(client, lb_addr, f"/nostore?{uniq()}")[2])
         assert doc["connection"] is None  # no constant "Connection: upgrade"
         peers.add((doc["host"], doc["peer_port"]))
@@ -290,7 +294,7 @@ def test_metrics_closed_to_the_public(client, lb_addr, lb):
 
 def test_body_size_limit_per_location(client, lb_addr):
     client.run("head -c 2000000 /dev/zero > /tmp/edge-2mb")
-    status, _, _ = curl(client, lb_addr, "/upload/x", "--data-binary", "@/tmp/edge-2mb")
+    status, _unused, _unused = curl(client, lb_addr, "/upload/x", "--data-binary", "@/tmp/edge-2mb")
     assert status == 413
     assert curl(client, lb_addr, "/upload/x", "--data-binary", "small")[0] == 200
 
@@ -299,7 +303,9 @@ def test_body_size_limit_per_location(client, lb_addr):
 
 
 def _hosts_seen(client, lb_addr, n=16) -> list[str]:
-    return [json.loads(curl(client, lb_addr, f"/nostore?{uniq()}")[2])["host"] for _ in range(n)]
+    return [
+        json.loads(curl(client, lb_addr, f"/nostore?{uniq()}")[2])["host"] for _unused in range(n)
+    ]
 
 
 def test_both_members_serve(client, lb_addr):
@@ -342,9 +348,11 @@ def test_an_answer_never_marks_a_member_failed(client, lb, lb_addr):
     it is, is not retried on the other member and never takes a member out, however
     many come (max_fails is 3)."""
     log_before = len(lb.file("/var/log/nginx/error.log").content_string)
-    answers = [curl(client, lb_addr, f"/nostore?status=503&{uniq()}") for _ in range(12)]
-    assert [status for status, _, _ in answers] == [503] * 12, "Nginx replaced the app's 503"
-    assert all(headers.get("retry-after") == "5" for _, headers, _ in answers)
+    answers = [curl(client, lb_addr, f"/nostore?status=503&{uniq()}") for _unused in range(12)]
+    assert [status for status, _unused, _unused in answers] == [503] * 12, (
+        "Nginx replaced the app's 503"
+    )
+    assert all(headers.get("retry-after") == "5" for _unused, headers, _unused in answers)
     assert set(_hosts_seen(client, lb_addr)) == {"edge-app", "edge-app2"}
     new_log = lb.file("/var/log/nginx/error.log").content_string[log_before:]
     assert "temporarily disabled" not in new_log and "no live upstreams" not in new_log, new_log
@@ -353,7 +361,7 @@ def test_an_answer_never_marks_a_member_failed(client, lb, lb_addr):
 def test_failed_member_is_skipped(client, app2, lb_addr):
     app2.run("systemctl stop edge-upstream")
     try:
-        codes = [curl(client, lb_addr, f"/nostore?{uniq()}")[0] for _ in range(10)]
+        codes = [curl(client, lb_addr, f"/nostore?{uniq()}")[0] for _unused in range(10)]
         assert codes == [200] * 10  # proxy_next_upstream retried the GETs on edge-app
     finally:
         start_upstream(app2)
@@ -365,7 +373,7 @@ def test_failed_member_is_skipped(client, app2, lb_addr):
 def test_second_get_is_a_hit(client, lb_addr):
     path = f"/api/v1/products/{uniq()}"
     assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
-    status, headers, _ = curl(client, lb_addr, path)
+    status, headers, _unused = curl(client, lb_addr, path)
     assert status == 200 and headers["x-cache-status"] == "HIT"
     # HEAD is answered from the same entry.
     assert curl(client, lb_addr, path, "-I")[1]["x-cache-status"] == "HIT"
@@ -393,13 +401,13 @@ def test_credentials_never_hit_nor_poison(client, lb_addr, credential):
 
 def test_no_store_not_cached(client, lb_addr):
     path = f"/nostore?{uniq()}"
-    for _ in range(3):
+    for _unused in range(3):
         assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
 
 
 def test_response_without_cache_headers_not_cached(client, lb_addr):
     path = f"/nocache-headers?{uniq()}"
-    for _ in range(2):
+    for _unused in range(2):
         assert curl(client, lb_addr, path)[1]["x-cache-status"] == "MISS"
 
 

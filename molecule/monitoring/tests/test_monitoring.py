@@ -80,7 +80,7 @@ def expected_targets(inv) -> set[tuple[str, str]]:
     want = {("node", h) for h in g["all"]} | {("prometheus", inv["me"])}
     want |= {("app", h) for h in g.get("app", [])}
     want |= {("app_probe", h) for h in g.get("app", [])}
-    for job, (group, _) in EXPORTERS.items():
+    for job, (group, _unused) in EXPORTERS.items():
         want |= {(job, h) for h in g.get(group, [])}
     return want
 
@@ -189,7 +189,7 @@ def exercise_app(host, inv) -> None:
     """Labelled counters appear on first use: read products twice (cache miss, then hit)."""
     for a in inv["groups"].get("app", []):
         port = inv["hostvars"][a].get("app_port", 8000)
-        for _ in range(2):
+        for _unused in range(2):
             host.check_output(
                 f"curl -sf --max-time 10 http://{addr(inv, a)}:{port}/api/v1/products"
             )

@@ -42,7 +42,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 try:  # the protocol Uvicorn's "auto" picks: httptools when installed, else h11
-    import httptools  # noqa: F401
+    import httptools  # noqa: F401  # pylint: disable=unused-import
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpProtocol
 except ImportError:  # pragma: no cover - depends on the app's dependencies
     from uvicorn.protocols.http.h11_impl import H11Protocol as _HttpProtocol

@@ -284,7 +284,7 @@ def ansible_run(args: dict, env_extra: dict) -> subprocess.Popen:
 
 
 def ansible_result(proc: subprocess.Popen) -> dict:
-    out, _ = proc.communicate(timeout=60)
+    out, _err = proc.communicate(timeout=60)
     data = json.loads(out)
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
