@@ -29,6 +29,7 @@ lint: bootstrap
 	ruff format --check .
 	python tools/check_argument_specs.py
 	ansible-lint --profile production
+	tools/sanity
 
 unit: bootstrap
 	.ci/host-services
