@@ -20,6 +20,8 @@ ARGUMENT_SPEC = {
     "platforms": {"type": "list", "elements": "str", "required": True},
     "extra_requirements": {"type": "list", "elements": "str", "default": []},
     "python": {"type": "path"},
+    "build": {"type": "str", "default": ""},
+    "release_id": {"type": "str", "default": ""},
 }
 
 
@@ -48,5 +50,9 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(exc)) from None
         # A local cache, not managed state: built in check mode too, so --check shows
         # the real release.
-        result.update(built.as_dict(), changed=built.built)
+        result.update(
+            built.as_dict(),
+            release_id=args["release_id"] or built.release_id(args["build"]),
+            changed=built.built,
+        )
         return result

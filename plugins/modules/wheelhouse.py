@@ -58,6 +58,17 @@ options:
       - Python on the controller with C(pip) and C(build).
       - Defaults to the interpreter running Ansible.
     type: path
+  build:
+    description:
+      - Build label of the release id C(<version>+<build>). Empty, a hash of what the
+        app ships (the fingerprint's first 10 hex digits), so a code change is a new
+        release and a rerun is not.
+    type: str
+    default: ""
+  release_id:
+    description: The release id given outright, instead of C(<version>+<build>).
+    type: str
+    default: ""
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -132,6 +143,11 @@ built:
   description: Whether this run built the wheelhouse (false when it was reused).
   type: bool
   returned: success
+release_id:
+  description: The release id, O(release_id) or C(<version>+<build>).
+  type: str
+  returned: success
+  sample: 1.2.0+3f2a1c9d0b
 source:
   description: Whether the archive holds the sdist's files under C(source/) (a source build).
   type: bool

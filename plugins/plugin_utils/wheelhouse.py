@@ -216,6 +216,10 @@ class Result:
     built: bool
     source: bool  # the archive holds the sdist's files under source/
 
+    def release_id(self, build: str = "") -> str:
+        """<version>+<build>, the build label defaulting to the fingerprint's first 10 hex."""
+        return f"{self.version}+{build or self.fingerprint[:10]}"
+
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 

@@ -102,6 +102,8 @@ def test_ensure_builds_once_then_reuses(tmp_path):
     assert first.built and not again.built
     assert (first.package, first.version, first.wheel) == ("shop", "1.2.0", wheel.name)
     assert again.path == first.path and again.fingerprint == first.fingerprint
+    assert first.release_id() == f"1.2.0+{first.fingerprint[:10]}"
+    assert first.release_id("42") == "1.2.0+42"
     with tarfile.open(first.archive) as archive:
         assert f"wheels/{wheel.name}" in archive.getnames()
     other = wh.ensure(wheel=wheel, extra_requirements=(), **{**args, "target": wh.Target(
