@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.fastapi_ops.stack.plugins.plugin_utils.filter_args import (
+    ansible_filter,
+    check_number,
+)
+
 DOCUMENTATION = r"""
 name: gunicorn_workers
 short_description: Number of Uvicorn (async) Gunicorn workers for a host
@@ -73,16 +78,7 @@ class GunicornWorkersError(ValueError):
 
 
 def _number(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool):
-        raise GunicornWorkersError(f"gunicorn_workers: {name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        msg = f"gunicorn_workers: {name} must be a number, got {value!r}"
-        raise GunicornWorkersError(msg) from None
-    if number < minimum:
-        raise GunicornWorkersError(f"gunicorn_workers: {name} must be >= {minimum}, got {value}")
-    return number
+    return check_number(GunicornWorkersError, "gunicorn_workers", name, value, minimum)
 
 
 def gunicorn_workers(
@@ -109,17 +105,8 @@ def gunicorn_workers(
     return max(workers, 1)
 
 
-def _filter(cores: Any, **kwargs: Any) -> int:
-    try:
-        return gunicorn_workers(cores, **kwargs)
-    except GunicornWorkersError as exc:
-        from ansible.errors import AnsibleFilterError
-
-        raise AnsibleFilterError(str(exc)) from exc
-
-
 class FilterModule:
     """fastapi_ops.stack.gunicorn_workers"""
 
     def filters(self) -> dict[str, Any]:
-        return {"gunicorn_workers": _filter}
+        return {"gunicorn_workers": ansible_filter(gunicorn_workers, GunicornWorkersError)}

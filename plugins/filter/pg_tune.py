@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.fastapi_ops.stack.plugins.plugin_utils.filter_args import (
+    ansible_filter,
+    check_number,
+)
+
 DOCUMENTATION = r"""
 name: pg_tune
 short_description: PostgreSQL settings computed with PGTune's rules for a web workload
@@ -136,15 +141,7 @@ def _parallel_settings(cpus: int, pg_version: int) -> dict[str, int]:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise PgTuneError(f"pg_tune: {name} must be an integer, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise PgTuneError(f"pg_tune: {name} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise PgTuneError(f"pg_tune: {name} must be >= {minimum}, got {number}")
-    return number
+    return int(check_number(PgTuneError, "pg_tune", name, value, minimum, integer=True))
 
 
 def pg_tune(
@@ -204,17 +201,8 @@ def pg_tune(
     return settings
 
 
-def _pg_tune_filter(memory_mb: Any, **kwargs: Any) -> dict[str, str]:
-    try:
-        return pg_tune(memory_mb, **kwargs)
-    except PgTuneError as exc:
-        from ansible.errors import AnsibleFilterError
-
-        raise AnsibleFilterError(str(exc)) from exc
-
-
 class FilterModule:
     """fastapi_ops.stack.pg_tune"""
 
     def filters(self) -> dict[str, Any]:
-        return {"pg_tune": _pg_tune_filter}
+        return {"pg_tune": ansible_filter(pg_tune, PgTuneError)}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
+import sys
 
 import pytest
 from conftest import PROJECT, psql
@@ -53,10 +53,11 @@ def test_listen_only_private_and_localhost(host):
 
 
 def _pg_tune():
-    spec = importlib.util.spec_from_file_location("pg_tune", PROJECT / "plugins/filter/pg_tune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.pg_tune
+    # The filter imports the collection's plugin_utils: load it as the collection it is.
+    sys.path.insert(0, str(PROJECT / "collections"))
+    from ansible_collections.fastapi_ops.stack.plugins.filter import pg_tune
+
+    return pg_tune.pg_tune
 
 
 def test_show_equals_pg_tune_for_this_machine(host):

@@ -1,6 +1,10 @@
 """Run the scenario's playbook against the converged machines with bad inputs: it must
 fail in the preflight, with the numbers or the variable in the message, before any host
-changes. And a --check --diff run on the converged machines must be clean."""
+changes. And a --check --diff run on the converged machines must be clean.
+
+The cross-role rules (the PostgreSQL connection budget) are checked by
+playbooks/preflight.yml only, which site.yml and deploy.yml import: it runs here against
+the scenario's machines, with the role defaults and with explicit values."""
 
 from __future__ import annotations
 
@@ -14,15 +18,21 @@ from conftest import PROJECT, SCENARIO, inventory_file, psql
 testinfra_hosts = ["data-db"]
 
 
-def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+# The data scenario has an app host but deploys no app: the preflight's secrets check
+# wants the app's secret key.
+APP_SECRET = ["-e", "app_secret_key=molecule-data-app-secret-key-0123456789"]
+
+
+def playbook(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
     )
+    path = path or str(SCENARIO / "converge.yml")
     return subprocess.run(
-        ["ansible-playbook", "-i", inventory_file(), str(SCENARIO / "converge.yml"), *args],
+        ["ansible-playbook", "-i", inventory_file(), path, *args],
         cwd=PROJECT,
         env=env,
         capture_output=True,
@@ -30,6 +40,11 @@ def playbook(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def preflight(*args: str) -> subprocess.CompletedProcess[str]:
+    """playbooks/preflight.yml, the cross-tier checks site.yml and deploy.yml run first."""
+    return playbook(*APP_SECRET, *args, path=str(PROJECT / "playbooks" / "preflight.yml"))
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
@@ -49,13 +64,45 @@ def assert_nothing_changed(result):
     assert all(c["changed"] == 0 for c in counts.values()), counts
 
 
+BUDGET = (
+    r"data-db: Connection budget fits: (?P<needed>\d+) of postgresql_max_connections {max}\."
+    r" App hosts \(1\): data-app: (?P<workers>\d+) workers \(auto from \d+ vCPU/\d+ MB\)"
+    r" x \(app_db_pool_size 5 \+ app_db_max_overflow 5\) = (?P<app>\d+);"
+    r" app total (?P=app) \+ postgresql_superuser_reserved_connections 3"
+    r" \+ postgresql_monitoring_connections 3 = (?P=needed)\."
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "max_connections"),
+    [([], 100), (["-e", "postgresql_max_connections=150"], 150)],
+    ids=["role-defaults", "explicit-max-connections"],
+)
+def test_budget_fits(host, extra, max_connections):
+    """Without postgresql_max_connections in the inventory the postgresql role's default
+    (100) is checked; given, its value. The app side comes from the app role's defaults
+    (pool 5 + overflow 5, workers auto from data-app's facts), the monitoring and reserved
+    connections from the postgresql role's (3 and 3)."""
+    before = show(host, "max_connections")
+    result = preflight(*extra)
+    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert result.returncode == 0, output[-3000:]
+    match = re.search(BUDGET.format(max=max_connections), output)
+    assert match, output[-3000:]
+    workers, needed = int(match["workers"]), int(match["needed"])
+    assert int(match["app"]) == workers * (5 + 5)
+    assert needed == workers * (5 + 5) + 3 + 3 <= max_connections
+    assert_nothing_changed(result)
+    assert show(host, "max_connections") == before
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
         (
             ["-e", "postgresql_max_connections=20"],
             [
-                r"PostgreSQL connection budget exceeded: \d+ connections needed"
+                r"data-db: PostgreSQL connection budget exceeded: \d+ connections needed"
                 r" > postgresql_max_connections 20",
                 r"data-app: \d+ workers \(auto from \d+ vCPU/\d+ MB\)"
                 r" x \(app_db_pool_size 5 \+ app_db_max_overflow 5\)",
@@ -64,14 +111,35 @@ def assert_nothing_changed(result):
                 r"raise postgresql_max_connections to at least \d+",
             ],
         ),
-        (["-e", "redis_maxmemory_policy=sometimes"], [r"redis_maxmemory_policy", r"sometimes"]),
         (
             ["-e", "app_db_pool_size=-1"],
             [r"data-app: app_db_pool_size must be an integer >= 1, got -1"],
         ),
+        (
+            ["-e", "app_workers=many"],
+            [r"data-app: app_workers must be auto or an integer >= 1, got many"],
+        ),
+    ],
+    ids=["budget", "negative-pool", "workers-not-integer"],
+)
+def test_budget_fails_before_any_change(host, extra, expected):
+    before = show(host, "max_connections")
+    result = preflight(*extra)
+    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert result.returncode != 0, output[-2000:]
+    for pattern in expected:
+        assert re.search(pattern, output), (pattern, output[-3000:])
+    assert_nothing_changed(result)
+    assert show(host, "max_connections") == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["-e", "redis_maxmemory_policy=sometimes"], [r"redis_maxmemory_policy", r"sometimes"]),
         (["-e", "postgresql_max_connections=lots"], [r"postgresql_max_connections", r"int"]),
     ],
-    ids=["budget", "redis-policy", "negative-pool", "wrong-type"],
+    ids=["redis-policy", "wrong-type"],
 )
 def test_bad_input_fails_before_any_change(host, extra, expected):
     before = show(host, "max_connections")
