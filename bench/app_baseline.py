@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+from benchlib import http_ok, stop, wait_for
 
 BIN = Path(sys.executable).parent
 ADMIN = os.environ.get(
@@ -48,27 +49,26 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A fresh database with the app's migrations applied, dropped on exit: its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        db_url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        subprocess.run(
+            [str(BIN / "fastapi-ops-app-migrate")],
+            env={**os.environ, "DATABASE_URL": db_url},
+            check=True,
+            capture_output=True,
+        )
+        yield db_url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def wait_live(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("server exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    wait_for(proc, lambda: http_ok(f"{base}/health/live"), "server", timeout=30, every=0.1)
 
 
 def wrk(url: str, duration: int, connections: int) -> tuple[float, str, str]:
@@ -137,16 +137,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
 
-    name = f"bench_app_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    db_url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        subprocess.run(
-            [str(BIN / "fastapi-ops-app-migrate")],
-            env={**os.environ, "DATABASE_URL": db_url},
-            check=True,
-            capture_output=True,
-        )
+    with migrated_database("bench_app") as db_url:
         rows = []
         with tempfile.TemporaryDirectory() as workdir:
             for server in ("gunicorn", "uvicorn"):
@@ -163,8 +154,6 @@ def main() -> None:
         print(f"{'server':<10}{'cache':<7}{'req/s':>10}{'p50':>10}{'p99':>10}")
         for server, cache_mode, rps, p50, p99 in rows:
             print(f"{server:<10}{cache_mode:<7}{rps:>10.0f}{p50:>10}{p99:>10}")
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

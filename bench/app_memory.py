@@ -42,16 +42,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import redis
-from app_baseline import ADMIN, REDIS, admin, free_port
-from benchlib import log, table, write_json
+from app_baseline import ADMIN, REDIS, free_port, migrated_database
+from benchlib import http_ok, log, stop, table, wait_for, write_json
 from prometheus_client.mmap_dict import MmapedDict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,32 +228,13 @@ def series_count(metrics_dir: Path) -> int:
 
 def wait_live(base: str, proc: subprocess.Popen[bytes]) -> list[int]:
     """Waits until every worker is up; returns the worker pids."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("gunicorn exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{base}/health/ready", timeout=2):
-                pass
-        except OSError:
-            time.sleep(0.2)
-            continue
-        pids = children(proc.pid)
-        if len(pids) == WORKERS:
-            time.sleep(2)  # the other worker's lifespan (pools) may still be starting
-            return children(proc.pid)
-        time.sleep(0.2)
-    raise SystemExit("gunicorn did not start its workers")
 
+    def ready() -> bool:
+        return http_ok(f"{base}/health/ready", timeout=2) and len(children(proc.pid)) == WORKERS
 
-def stop(proc: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    wait_for(proc, ready, "gunicorn with all its workers", timeout=60, every=0.2)
+    time.sleep(2)  # the other worker's lifespan (pools) may still be starting
+    return children(proc.pid)
 
 
 def kill_leftovers(pids: set[int]) -> None:
@@ -663,16 +642,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    name = f"bench_mem_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    db_url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        subprocess.run(
-            [str(BIN / "fastapi-ops-app-migrate")],
-            env={**os.environ, "DATABASE_URL": db_url},
-            check=True,
-            capture_output=True,
-        )
+    with migrated_database("bench_mem") as db_url:
         with tempfile.TemporaryDirectory(prefix="app-memory-") as workdir:
             result = run(args, db_url, Path(workdir))
         growths = report(result, args)
@@ -688,8 +658,6 @@ def main() -> None:
                 **result,
             },
         )
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared helpers of the lab benchmarks (bench/*.py): lab machines that are always torn
-down, timed Ansible runs, wrk against lab addresses only, tables and JSON figures.
+down, timed Ansible runs, wrk against lab addresses only, local servers started and
+stopped, tables and JSON figures.
 
 Not a benchmark itself: it lives in a package so `make bench` (python bench/*.py) skips it.
 """
@@ -16,31 +17,22 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "bench" / "out"
 VENV_BIN = REPO / ".venv" / "bin"
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
-KEY = "/var/lib/fastapi-ops-lab/id_ed25519"
-SSH = [
-    "ssh",
-    "-i",
-    KEY,
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-]
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+
+from tools.lab.lab import ssh_cmd  # noqa: E402  (the lab's key and options, REPO on sys.path)
 
 
 def log(msg: str) -> None:
@@ -115,7 +107,7 @@ class Lab:
 
     def ssh(self, machine: str, command: str, check: bool = True) -> str:
         proc = subprocess.run(
-            [*SSH, f"root@{self.addresses[machine]}", command],
+            [*ssh_cmd(self.addresses[machine]), command],
             capture_output=True,
             text=True,
             timeout=300,
@@ -147,6 +139,41 @@ class Lab:
             raise SystemExit(f"{' '.join(cmd)} failed (see {logfile}):\n" + "\n".join(tail))
         log(f"lab {self.name}: {playbook} {' '.join(args)} in {wall:.1f}s")
         return wall
+
+
+def http_ok(url: str, timeout: float = 1) -> bool:
+    """True when url answers 2xx/3xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except OSError:  # URLError and HTTPError (an error status) included
+        return False
+
+
+def wait_for(
+    proc: subprocess.Popen[Any], ready: Callable[[], bool], what: str, timeout: float, every: float
+) -> None:
+    """Wait until ready() while the server process proc runs; SystemExit when it exits or
+    timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited during start-up")
+        if ready():
+            return
+        time.sleep(every)
+    raise SystemExit(f"{what} did not start in {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 20, sig: int = signal.SIGTERM) -> None:
+    """Stop proc with sig, killed when it takes longer than timeout seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def recap(logfile: Path) -> dict[str, int]:

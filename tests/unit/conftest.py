@@ -1,4 +1,5 @@
-"""Make ansible_collections.fastapi_ops.stack importable from the checkout."""
+"""Make ansible_collections.fastapi_ops.stack and the checkout's tools/ (tools.dashboards)
+importable from the checkout."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / "collections"
-if str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
+for path in (COLLECTIONS, REPO):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
 class ModuleResult(dict):

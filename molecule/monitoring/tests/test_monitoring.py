@@ -7,9 +7,9 @@ requests sent through Nginx, the health probe, and Redis going down.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -23,11 +23,8 @@ testinfra_hosts = ["ansible://monitoring"]
 REPO = Path(__file__).resolve().parents[3]
 RULES_DIR = REPO / "roles" / "prometheus" / "files" / "rules"
 DASHBOARDS_DIR = REPO / "roles" / "grafana" / "files" / "dashboards"
-_spec = importlib.util.spec_from_file_location(
-    "dashboards", REPO / "roles" / "grafana" / "tools" / "dashboards.py"
-)
-dashboards = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dashboards)
+sys.path.insert(0, str(REPO))  # tools.dashboards
+from tools import dashboards  # noqa: E402
 
 # Tier job -> (inventory group, port); the node job covers every host.
 EXPORTERS = {

@@ -1,8 +1,8 @@
-"""Generate the role's Grafana dashboards (files/dashboards/*.json) and list the metric
-names a dashboard's queries use.
+"""Generate the grafana role's dashboards (roles/grafana/files/dashboards/*.json) and list
+the metric names a dashboard's queries use.
 
-    python roles/grafana/tools/dashboards.py          # rewrite files/dashboards/*.json
-    python roles/grafana/tools/dashboards.py --check  # exit 1 when the JSON is stale
+    python -m tools.dashboards          # rewrite roles/grafana/files/dashboards/*.json
+    python -m tools.dashboards --check  # exit 1 when the JSON is stale
 
 The JSON is committed (the role copies it as is); tests compare it with this generator
 and the metric names with a live scrape of the lab (molecule/monitoring).
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "files" / "dashboards"
+OUT = Path(__file__).resolve().parents[1] / "roles" / "grafana" / "files" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # provisioned with this uid
 SCHEMA_VERSION = 39
 RATE = "$__rate_interval"
@@ -80,14 +80,14 @@ def dashboard(
     }
 
 
-def instance_variable(metric: str, job: str) -> dict:
-    query = f'label_values({metric}{{job="{job}"}}, instance)'
+def query_variable(name: str, query: str) -> dict:
+    """A multi-value template variable (All by default) filled by a Prometheus query."""
     return {
-        "name": "instance",
-        "label": "instance",
+        "name": name,
+        "label": name,
         "type": "query",
         "datasource": DATASOURCE,
-        "query": {"query": query, "refId": "instance"},
+        "query": {"query": query, "refId": name},
         "definition": query,
         "refresh": 2,
         "includeAll": True,
@@ -95,6 +95,10 @@ def instance_variable(metric: str, job: str) -> dict:
         "current": {"text": "All", "value": "$__all"},
         "sort": 1,
     }
+
+
+def instance_variable(metric: str, job: str) -> dict:
+    return query_variable("instance", f'label_values({metric}{{job="{job}"}}, instance)')
 
 
 def app_red() -> dict:
@@ -186,20 +190,7 @@ def app_red() -> dict:
 
 
 def app_variable() -> dict:
-    query = "label_values(nginx_http_requests_total, app)"
-    return {
-        "name": "app",
-        "label": "app",
-        "type": "query",
-        "datasource": DATASOURCE,
-        "query": {"query": query, "refId": "app"},
-        "definition": query,
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "current": {"text": "All", "value": "$__all"},
-        "sort": 1,
-    }
+    return query_variable("app", "label_values(nginx_http_requests_total, app)")
 
 
 def edge_red() -> dict:
@@ -585,7 +576,7 @@ def main() -> int:
         if not args.check:
             path.write_text(text)
     if args.check and stale:
-        print("stale, run python roles/grafana/tools/dashboards.py:", *stale, file=sys.stderr)
+        print("stale, run python -m tools.dashboards:", *stale, file=sys.stderr)
         return 1
     return 0
 
