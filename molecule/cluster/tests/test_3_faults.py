@@ -257,7 +257,10 @@ def test_kill_9_of_a_main_process_comes_back_by_itself(lb_url, targets, host, un
     if back is None or new_pid in ("0", pid):
         journal = machine(host).run(f"journalctl -u {unit} -n 15 -o cat --no-pager").stdout
         pytest.fail(f"{unit} did not come back (MainPID {pid} -> {new_pid}):\n{journal}")
-    assert back - killed <= 10, f"{unit} took {back - killed:.1f} s to come back"
+    # Restart after 0.5-2 s, then start-up: PostgreSQL's crash recovery replays the WAL
+    # the load wrote, which took 7.5 s in one CI run and 10.2 s in another (two scenarios
+    # on the 2 cores at once). The bound says "by itself, in bounded time".
+    assert back - killed <= 20, f"{unit} took {back - killed:.1f} s to come back"
     # Failures only while the process was down (and what was in flight on it).
     assert window == 0, load.result.summary()
     if unit in (PG_UNIT, "redis-server"):  # a dependency: the app answers, never a 502
