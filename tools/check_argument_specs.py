@@ -1,6 +1,7 @@
 """Every role's defaults/main.yml and meta/argument_specs.yml (entry point `main`)
 must name the same variables: a default nobody validates, or a validated variable with
-no default, is a bug waiting for a user."""
+no default, is a bug waiting for a user. An internal role (no `main` entry point, only
+called with tasks_from, e.g. `shared`) is checked against all its entry points together."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def check(role: Path) -> list[str]:
         (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
     )
     specs = yaml.safe_load(spec_file.read_text())["argument_specs"]
-    options = specs.get("main", {}).get("options", {}) or {}
+    if "main" in specs:
+        options = specs["main"].get("options") or {}
+    else:
+        options = {k: v for spec in specs.values() for k, v in (spec.get("options") or {}).items()}
     required = {k for k, v in options.items() if v.get("required")}
     problems = [
         f"{role.name}: {v} is in defaults but not in argument_specs"
