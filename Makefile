@@ -27,7 +27,7 @@ bootstrap:
 lint: bootstrap
 	ruff check .
 	ruff format --check .
-	python tools/check_argument_specs.py
+	python tools/check_roles.py
 	ansible-lint --profile production
 	tools/sanity
 

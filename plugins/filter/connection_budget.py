@@ -192,7 +192,7 @@ def _workers(host: Mapping[str, Any], prefix: str, errors: list[str]) -> tuple[i
     if own:
         return None, "auto"
     cores = args.pop("vcpus")
-    # The app role's own computation (roles/app/vars/main.yml, app__workers_computed).
+    # The app role's own computation (roles/app/vars/main.yml, __app_workers_computed).
     return gunicorn_workers(cores, **args), f"auto from {cores} vCPU/{args['memory_mb']} MB"
 
 

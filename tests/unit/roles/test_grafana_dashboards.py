@@ -23,7 +23,7 @@ PANEL_TYPES = {"timeseries", "stat", "gauge", "table", "bargauge", "text", "row"
 
 
 def datasource_uid() -> str:
-    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["grafana_datasource_uid"]
+    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__grafana_datasource_uid"]
 
 
 def test_the_dashboards_exist():

@@ -1,0 +1,97 @@
+"""Two rules every role keeps, checked in `make lint` (docs/conventions.md):
+
+- argument specs: defaults/main.yml and meta/argument_specs.yml (entry point `main`) name
+  the same variables: a default nobody validates, or a validated variable with no default,
+  is a bug waiting for a user. An internal role (no `main` entry point, only called with
+  tasks_from, e.g. `shared`) is checked against all its entry points together.
+- internal names: every name a role makes for itself starts with `__<role>_`: the keys of
+  vars/main.yml, registered results, set_fact keys and task-level `vars:` that are not an
+  input of some role's argument specs. A user's variable can then never be shadowed by, or
+  mistaken for, a role's internal one."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+# Facts an entry point hands back to its callers, documented in that role's README.
+PUBLIC_FACTS = {"shared_in_container", "shared_units_not_installed"}
+
+
+def load(path: Path):
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def entry_points(role: Path) -> dict:
+    return load(role / "meta/argument_specs.yml").get("argument_specs") or {}
+
+
+def check_argument_specs(role: Path) -> list[str]:
+    specs = entry_points(role)
+    if not specs:
+        return [f"{role.name}: meta/argument_specs.yml is missing"]
+    defaults = set(load(role / "defaults/main.yml"))
+    if "main" in specs:
+        options = specs["main"].get("options") or {}
+    else:
+        options = {k: v for spec in specs.values() for k, v in (spec.get("options") or {}).items()}
+    required = {k for k, v in options.items() if v.get("required")}
+    problems = [
+        f"{role.name}: {v} is in defaults but not in argument_specs"
+        for v in sorted(defaults - set(options))
+    ]
+    problems += [
+        f"{role.name}: {v} is in argument_specs but has no default"
+        for v in sorted(set(options) - defaults - required)
+    ]
+    return problems
+
+
+def names_made(node, found: set[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            names_made(item, found)
+    elif isinstance(node, dict):
+        if isinstance(node.get("register"), str):
+            found.add(node["register"])
+        for key in ("ansible.builtin.set_fact", "set_fact", "vars"):
+            if isinstance(node.get(key), dict):
+                found |= {k for k in node[key] if k != "cacheable"}
+        for value in node.values():
+            names_made(value, found)
+
+
+def check_internal_names(role: Path, inputs: set[str]) -> list[str]:
+    found = set(load(role / "vars/main.yml"))
+    for tasks in [*role.glob("tasks/*.yml"), *role.glob("handlers/*.yml")]:
+        names_made(yaml.safe_load(tasks.read_text()), found)
+    internal = re.compile(rf"__{role.name}_[a-z0-9_]+$")
+    return [
+        f"{role.name}: {name} should be named __{role.name}_…"
+        for name in sorted(found - inputs - PUBLIC_FACTS)
+        if not internal.match(name)
+    ]
+
+
+def main() -> int:
+    roles = sorted(p for p in Path("roles").iterdir() if p.is_dir())
+    inputs = {
+        name
+        for role in roles
+        for spec in entry_points(role).values()
+        for name in spec.get("options") or {}
+    }
+    problems = [
+        p for role in roles for p in check_argument_specs(role) + check_internal_names(role, inputs)
+    ]
+    for p in problems:
+        print(p)
+    print(f"roles: {len(roles)} checked (specs, internal names), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
