@@ -25,13 +25,16 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 ALLOWED = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/15")]
 MAX_DURATION = 900.0
+T = TypeVar("T")
 CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 MAX_FAILURE_TIMES = 10_000
 
@@ -157,6 +160,18 @@ class Load:
         self._stop.set()
         self._thread.join()
         return self.result
+
+    def around(self, run: Callable[[], T], settle: float = 2.0) -> tuple[T, float]:
+        """Starts the load, calls `run()` after `settle` seconds of steady state and stops
+        the load `settle` seconds after it returned: (its result, its wall time)."""
+        self.start()
+        time.sleep(settle)
+        started = time.monotonic()
+        outcome = run()
+        wall = time.monotonic() - started
+        time.sleep(settle)
+        self.stop()
+        return outcome, wall
 
     def wait(self) -> Result:
         self._thread.join()

@@ -146,13 +146,8 @@ def under_load(targets: list[Target], run, settle: float = 2.0):
     # (up to Nginx's 5 s upstream keep-alive) plus this app's start (about 5 s on the lab's
     # 2 busy cores). The client waits 30 s, half of Nginx's proxy_read_timeout; the
     # slowest answer is printed (max_ms).
-    load = Load(targets, connections=CONNECTIONS, duration=900, timeout=30).start()
-    time.sleep(settle)
-    started = time.monotonic()
-    outcome = run()
-    wall = time.monotonic() - started
-    time.sleep(settle)
-    load.stop()
+    load = Load(targets, connections=CONNECTIONS, duration=900, timeout=30)
+    outcome, wall = load.around(run, settle)
     return outcome, load, wall
 
 

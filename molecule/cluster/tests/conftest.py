@@ -110,13 +110,8 @@ def mixed_targets(lb_url, product_id):
 
 def under_load(targets, run, settle=2.0):
     """Load before, during and after `run()`; returns (run's result, load, wall time)."""
-    load = Load(targets, connections=CONNECTIONS, duration=900).start()
-    time.sleep(settle)  # steady state before the change
-    started = time.monotonic()
-    outcome = run()
-    wall = time.monotonic() - started
-    time.sleep(settle)
-    load.stop()
+    load = Load(targets, connections=CONNECTIONS, duration=900)
+    outcome, wall = load.around(run, settle)
     return outcome, load, wall
 
 

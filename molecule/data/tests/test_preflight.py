@@ -64,6 +64,18 @@ def assert_nothing_changed(result):
     assert all(c["changed"] == 0 for c in counts.values()), counts
 
 
+def assert_refused_unchanged(host, run, extra, expected):
+    """`run(*extra)` fails with every `expected` pattern in its output, and changes nothing."""
+    before = show(host, "max_connections")
+    result = run(*extra)
+    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
+    assert result.returncode != 0, output[-2000:]
+    for pattern in expected:
+        assert re.search(pattern, output), (pattern, output[-3000:])
+    assert_nothing_changed(result)
+    assert show(host, "max_connections") == before
+
+
 BUDGET = (
     r"data-db: Connection budget fits: (?P<needed>\d+) of postgresql_max_connections {max}\."
     r" App hosts \(1\): data-app: (?P<workers>\d+) workers \(auto from \d+ vCPU/\d+ MB\)"
@@ -123,14 +135,7 @@ def test_budget_fits(host, extra, max_connections):
     ids=["budget", "negative-pool", "workers-not-integer"],
 )
 def test_budget_fails_before_any_change(host, extra, expected):
-    before = show(host, "max_connections")
-    result = preflight(*extra)
-    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
-    assert result.returncode != 0, output[-2000:]
-    for pattern in expected:
-        assert re.search(pattern, output), (pattern, output[-3000:])
-    assert_nothing_changed(result)
-    assert show(host, "max_connections") == before
+    assert_refused_unchanged(host, preflight, extra, expected)
 
 
 @pytest.mark.parametrize(
@@ -142,14 +147,7 @@ def test_budget_fails_before_any_change(host, extra, expected):
     ids=["redis-policy", "wrong-type"],
 )
 def test_bad_input_fails_before_any_change(host, extra, expected):
-    before = show(host, "max_connections")
-    result = playbook(*extra)
-    output = re.sub(r"\s+", " ", result.stdout + result.stderr)
-    assert result.returncode != 0, output[-2000:]
-    for pattern in expected:
-        assert re.search(pattern, output), (pattern, output[-3000:])
-    assert_nothing_changed(result)
-    assert show(host, "max_connections") == before
+    assert_refused_unchanged(host, playbook, extra, expected)
 
 
 def postmaster_pid(host) -> str:
