@@ -234,9 +234,11 @@ def test_requests_through_nginx_are_counted_per_app(host, inv):
             after = _edge_count(host, inv, lb)
         assert after - before[lb] == n, (lb, before[lb], after)
         print(f"{lb}: nginx_http_requests_total GET 200 before={before[lb]} after={after}")
-    # One app label per Nginx (nginx_app_name), and latency in the millisecond buckets.
+    # One app label per Nginx (nginx_app_name: the app hosts' app_name, here the app role's
+    # default), and latency in the millisecond buckets.
+    app_name = yaml.safe_load((REPO / "roles/app/defaults/main.yml").read_text())["app_name"]
     apps = query(host, inv, 'count by (app) (nginx_http_requests_total{job="nginx_log"})')
-    assert [r["metric"]["app"] for r in apps] == ["app"]
+    assert [r["metric"]["app"] for r in apps] == [app_name]
     fast = query(
         host, inv, 'sum(nginx_http_request_duration_seconds_bucket{job="nginx_log", le="0.1"})'
     )
