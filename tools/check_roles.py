@@ -1,4 +1,4 @@
-"""Two rules every role keeps, checked in `make lint` (docs/conventions.md):
+"""Three rules every role keeps, checked in `make lint` (docs/conventions.md):
 
 - argument specs: defaults/main.yml and meta/argument_specs.yml (entry point `main`) name
   the same variables: a default nobody validates, or a validated variable with no default,
@@ -7,7 +7,10 @@
 - internal names: every name a role makes for itself starts with `__<role>_`: the keys of
   vars/main.yml, registered results, set_fact keys and task-level `vars:` that are not an
   input of some role's argument specs. A user's variable can then never be shadowed by, or
-  mistaken for, a role's internal one."""
+  mistaken for, a role's internal one.
+- one default: no role or playbook falls back on a literal copy of another role's default
+  (`app_port | default(8000)` outside roles/app); it reads the owner's default instead
+  (lookup fastapi_ops.stack.role_default, or include_vars of the defaults file)."""
 
 from __future__ import annotations
 
@@ -76,6 +79,32 @@ def check_internal_names(role: Path, inputs: set[str]) -> list[str]:
     ]
 
 
+LITERAL_FALLBACK = re.compile(
+    r"\b([a-z][a-z0-9_]*)\s*\|\s*default\(\s*(-?[0-9.]+|'[^']*'|\"[^\"]*\"|true|false|\[\]|\{\})\s*[,)]",
+    re.IGNORECASE,
+)
+
+
+def check_one_default(roles: list[Path]) -> list[str]:
+    owner = {name: role.name for role in roles for name in load(role / "defaults/main.yml")}
+    problems = []
+    for path in sorted(
+        [
+            *Path("roles").rglob("*.yml"),
+            *Path("roles").rglob("*.j2"),
+            *Path("playbooks").rglob("*.yml"),
+        ]
+    ):
+        for match in LITERAL_FALLBACK.finditer(path.read_text()):
+            name = match.group(1)
+            if name in owner and path.parts[:2] != ("roles", owner[name]):
+                problems.append(
+                    f"{path}: {match.group(0)} copies the default of {name} (role "
+                    f"{owner[name]}): use lookup('fastapi_ops.stack.role_default', ...)"
+                )
+    return problems
+
+
 def main() -> int:
     roles = sorted(p for p in Path("roles").iterdir() if p.is_dir())
     inputs = {
@@ -86,10 +115,10 @@ def main() -> int:
     }
     problems = [
         p for role in roles for p in check_argument_specs(role) + check_internal_names(role, inputs)
-    ]
+    ] + check_one_default(roles)
     for p in problems:
         print(p)
-    print(f"roles: {len(roles)} checked (specs, internal names), {len(problems)} problem(s)")
+    print(f"roles: {len(roles)} checked (specs, names, one default), {len(problems)} problem(s)")
     return 1 if problems else 0
 
 
