@@ -8,12 +8,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks/main.yml").exists())
 PLUGINS = sorted(
     (kind, p.stem)
-    for kind, folder in (("module", "modules"), ("filter", "filter"))
+    for kind, folder in (("module", "modules"), ("filter", "filter"), ("lookup", "lookup"))
     for p in (ROOT / "plugins" / folder).glob("*.py")
     if p.stem != "__init__"
 )
@@ -135,3 +136,22 @@ def test_plugin_documented_by_fqcn(installed, kind, name):
     tmp, env = installed
     out = run(["ansible-doc", "-t", kind, f"fastapi_ops.stack.{name}"], tmp, env)
     assert f"fastapi_ops.stack.{name}" in out
+
+
+def test_role_default_reads_the_installed_roles(installed):
+    """The lookup finds the roles beside its own plugin folder in an installed collection."""
+    tmp, env = installed
+    out = run(
+        [
+            "ansible",
+            "localhost",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "msg=port-{{ lookup('fastapi_ops.stack.role_default', 'app_port', role='app') }}",
+        ],
+        tmp,
+        env,
+    )
+    app_port = yaml.safe_load((ROOT / "roles/app/defaults/main.yml").read_text())["app_port"]
+    assert f"port-{app_port}" in out, out
