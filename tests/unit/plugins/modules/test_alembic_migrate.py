@@ -291,7 +291,8 @@ def ansible_result(proc: subprocess.Popen) -> dict:
 
 def test_two_concurrent_runs_one_waits(db):
     key = lock_key(f"test:{db.name}")
-    args = module_args(db, env={"FIXTURE_SLEEP": "4"})  # > ansible start-up time
+    # a1 sleeps longer than an ansible start-up, also on a busy 2-core host (4 s was not)
+    args = module_args(db, env={"FIXTURE_SLEEP": "8"})
     first = ansible_run(args, {})
     # Observe the first run holding the advisory lock in pg_locks before starting the second.
     seen = threading.Event()
