@@ -21,7 +21,11 @@ from pathlib import Path
 import yaml
 
 # Facts an entry point hands back to its callers, documented in that role's README.
-PUBLIC_FACTS = {"shared_in_container", "shared_units_not_installed"}
+PUBLIC_FACTS = {
+    "shared_in_container",
+    "shared_units_not_installed",
+    "pgbackrest_postgresql_settings",
+}
 
 
 def load(path: Path):
