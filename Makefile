@@ -8,8 +8,8 @@ export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
 # Scenarios run by `make test`: lanes run in parallel, each lane in order (every
 # scenario creates and destroys its own lab machines).
-LANE1 ?= cluster edge-acme app
-LANE2 ?= common data edge monitoring anyapp
+LANE1 ?= cluster backup
+LANE2 ?= common data edge monitoring anyapp edge-acme app
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
