@@ -1,6 +1,8 @@
 """Backup and restore time per GB: a pgbench database of at least 1 GB, a full backup
-by pgBackRest's backup service, `playbooks/restore.yml` (the latest state, in place),
-and the restore check (pgbackrest-verify.service) on the repository host.
+by pgBackRest's backup service, `playbooks/restore.yml` of the latest state into a wiped
+data directory (a lost disk: every byte from the repository), and the restore check
+(pgbackrest-verify.service) on the repository host. pgbench's rows compress very well
+(see repository_gb): real data makes the backup larger and the restore slower.
 
 The lab: bench-pdb runs db, cache, app and lb (the restore ends with the app's
 readiness), bench-prepo holds the encrypted repository (group backup); site.yml
@@ -58,6 +60,9 @@ def main() -> None:
         log(f"pgbench -i -s {args.scale}: {gb:.2f} GB in {init:.0f} s")
         backup = timed(lab, "bench-prepo", "systemctl start pgbackrest-backup@full.service")
         repo = int(lab.ssh("bench-prepo", "du -sb /var/lib/pgbackrest/backup | cut -f1"))
+        # A lost disk: nothing for --delta to keep, every byte comes from the repository.
+        lab.ssh("bench-pdb", "systemctl stop postgresql@15-main")
+        lab.ssh("bench-pdb", "rm -rf /var/lib/postgresql/15/main")
         restore = lab.playbook("playbooks/restore.yml", *BACKRESTED, logname="restore")
         rows = int(lab.ssh("bench-pdb", sql + "'SELECT count(*) FROM pgbench_accounts'"))
         if rows != args.scale * 100000:
