@@ -36,6 +36,7 @@ SCENARIO = Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
 sys.path.insert(0, str(ROOT))  # tools.loadgen
 
+from tools.dashboards import metric_names  # noqa: E402
 from tools.loadgen import Load, Target  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -353,6 +354,19 @@ def test_a_corrupted_backup_fails_the_restore_check_and_fires_the_alert():
     run, seconds, prom = verify()
     print(f"file put back: restore check exit {run.rc} in {seconds:.1f} s")
     assert run.rc == 0 and sample(prom, "pgbackrest_verify_success") == 1
+
+
+def test_the_backup_alerts_read_exported_metrics():
+    """Every metric the backup alert rules read is in Prometheus (once the collector and
+    the restore check above have run)."""
+    rules = yaml.safe_load((ROOT / "roles/prometheus/files/rules/backup.yml").read_text())
+    used = {n for g in rules["groups"] for r in g["rules"] for n in metric_names(r["expr"])}
+    out = REPO.check_output(
+        "curl -sS --max-time 10 %s", f"http://{REPO_ADDRESS}:9090/api/v1/label/__name__/values"
+    )
+    live = set(json.loads(out)["data"])
+    print(f"\nmetrics read by the backup alerts: {sorted(used)}")
+    assert used and used <= live, sorted(used - live)
 
 
 def test_the_tls_port_is_open_only_between_the_peers():

@@ -427,6 +427,8 @@ def test_alert_rule_metric_names_are_exported(host, inv):
     live = live_metric_names(host, inv)
     missing = {}
     for f in sorted(RULES_DIR.glob("*.yml")):
+        if f.name == "backup.yml":  # no pgBackRest here: molecule/backup checks these
+            continue
         for g in yaml.safe_load(f.read_text())["groups"]:
             for r in g["rules"]:
                 # Recorded series (level:metric:operation) are made by the rules themselves.
