@@ -31,6 +31,7 @@ ROOT = SCENARIO.parents[1]
 sys.path.insert(0, str(ROOT))  # tools.loadgen
 
 from tools.loadgen import Load, Target  # noqa: E402
+from tools.playbook import run_playbook  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 MACHINE = sorted(AnsibleRunner(INVENTORY).get_hosts("app"))[0]
@@ -123,21 +124,7 @@ def worker_pids() -> list[int]:
 
 def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
     """One of the collection's playbooks against the scenario's inventory, as a user runs it."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    return subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    return run_playbook(name, INVENTORY, *args)
 
 
 def under_load(targets: list[Target], run, settle: float = 2.0):

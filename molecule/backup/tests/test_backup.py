@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))  # tools.loadgen
 
 from tools.dashboards import metric_names  # noqa: E402
 from tools.loadgen import Load, Target  # noqa: E402
+from tools.playbook import run_playbook  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 GROUP_VARS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"][
@@ -123,27 +123,7 @@ def info() -> dict:
 
 def playbook(name: str, *args: str, inventory: str | Path = INVENTORY):
     """A playbook of the collection against the scenario's inventory, as a user runs it."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(ROOT / "playbooks" / name),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    return run_playbook(name, inventory, *args, timeout=1800)
 
 
 def ready_through_nginx(timeout: float = 60.0) -> tuple[int, float]:
