@@ -1,0 +1,429 @@
+"""Scenario patroni: pg1-pg3 run PostgreSQL under Patroni (synchronous mode) with a
+3-member etcd over TLS; pgedge runs the cache, the app, Nginx and Prometheus.
+
+Proven here, with figures printed for the issue note: the cluster as built (one leader,
+a synchronous and an asynchronous replica, checksums, the same settings everywhere,
+etcd's TLS, the REST API's password and firewall, the app's URL naming every host);
+then, under mixed load through Nginx and numbered writes that must all survive, a planned
+switchover, kill -9 of the primary's postmaster, the primary's whole machine frozen (the
+old primary rejoins as a replica by itself when it thaws), a rolling restart that changes
+a postmaster setting, and a rerun of site.yml that changes nothing and moves no leader.
+
+The tests run in file order and share the machines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))  # tools.*
+
+from tools.loadgen import Load, Target, new_product  # noqa: E402
+from tools.playbook import run_playbook  # noqa: E402
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+DB_HOSTS = ["pg1", "pg2", "pg3"]
+REST_PORT = 8008
+CONNECTIONS = 16
+REPORT = ROOT / ".cache" / "patroni-drills.json"
+
+# The tests drive every machine themselves; run them once.
+testinfra_hosts = ["pgedge"]
+
+
+def machine(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def address(name: str) -> str:
+    return machine(name).backend.get_variables()["ansible_host"]
+
+
+LB_URL = f"https://{address('pgedge')}"
+
+
+def record(name: str, **figures) -> None:
+    """Keep the figures for the issue note, and print them."""
+    REPORT.parent.mkdir(exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data[name] = figures
+    REPORT.write_text(json.dumps(data, indent=2))
+    print(f"\n{name}: {json.dumps(figures)}")
+
+
+def members(timeout: float = 60) -> list[dict]:
+    """Patroni's view of the cluster, asked on the first member that answers (the REST
+    API is open to the db hosts only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in DB_HOSTS:
+            out = machine(name).run(
+                "curl -sS --max-time 3 http://%s:%s/cluster", address(name), str(REST_PORT)
+            )
+            if out.rc == 0:
+                return json.loads(out.stdout)["members"]
+        if time.monotonic() > deadline:
+            raise AssertionError("no Patroni member answers")
+        time.sleep(1)
+
+
+def wait_cluster(leader_not: str | None = None, timeout: float = 120) -> list[dict]:
+    """Until one running leader (other than `leader_not`) and two running replicas."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = members()
+        leaders = [m for m in now if m["role"] == "leader" and m["state"] == "running"]
+        replicas = [m for m in now if m["role"] != "leader" and m["state"] == "running"]
+        if (
+            len(leaders) == 1
+            and leaders[0]["name"] != leader_not
+            and len(replicas) == 2
+            and all(m.get("lag", 0) == 0 for m in replicas)
+        ):
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cluster not back: {now}")
+        time.sleep(1)
+
+
+def leader(now: list[dict] | None = None) -> str:
+    return next(m["name"] for m in now or members() if m["role"] == "leader")
+
+
+def psql(host: str, sql: str, db: str = "app") -> str:
+    return machine(host).check_output(
+        "cd / && runuser -u postgres -- psql -AtXq -v ON_ERROR_STOP=1 -d %s -c %s", db, sql
+    )
+
+
+@pytest.fixture(scope="module")
+def product_id() -> int:
+    with httpx.Client(verify=False, timeout=10) as client:
+        resp = client.post(f"{LB_URL}/api/v1/products", json=new_product())
+        assert resp.status_code == 201, resp.text
+        return resp.json()["id"]
+
+
+def mixed_targets(product_id: int) -> list[Target]:
+    """Uncached reads (an Authorization header bypasses Nginx's cache), cacheable reads,
+    a cheap route and writes."""
+    return [
+        Target(
+            f"{LB_URL}/api/v1/products/{product_id}",
+            headers={"Authorization": "Bearer drill"},
+            name="read",
+        ),
+        Target(f"{LB_URL}/api/v1/products?page=1", name="cached read"),
+        Target(f"{LB_URL}/version", name="version"),
+        Target(f"{LB_URL}/api/v1/products", "POST", new_product, name="write"),
+    ]
+
+
+class NumberedWrites:
+    """Writes numbered rows one after the other, never retrying, and keeps the numbers the
+    server acknowledged (201) with their times: every one must be there afterwards."""
+
+    def __init__(self) -> None:
+        self.run = uuid.uuid4().hex[:8]
+        self.acked: list[int] = []
+        self.failed: list[tuple[float, str]] = []
+        self.ok_times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with httpx.Client(verify=False, timeout=10) as client:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                body = {"sku": f"seq-{self.run}-{n}", "name": "Seq", "price": "1.00"}
+                body["category"] = "seq"
+                try:
+                    resp = client.post(f"{LB_URL}/api/v1/products", json=body)
+                    if resp.status_code == 201:
+                        self.acked.append(n)
+                        self.ok_times.append(time.time())
+                    else:
+                        self.failed.append((time.time(), str(resp.status_code)))
+                        time.sleep(0.05)
+                except httpx.HTTPError as exc:
+                    self.failed.append((time.time(), type(exc).__name__))
+
+    def __enter__(self) -> NumberedWrites:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def resumed_after(self, t0: float) -> float:
+        """Seconds from t0 to the first acknowledged write after the last failed one."""
+        last_bad = max((t for t, _ in self.failed if t >= t0), default=t0)
+        first_ok = min((t for t in self.ok_times if t >= last_bad), default=None)
+        return round(first_ok - t0, 1) if first_ok else float("inf")
+
+    def missing(self, host: str) -> list[int]:
+        rows = psql(host, f"SELECT sku FROM products WHERE sku LIKE 'seq-{self.run}-%'")
+        there = {int(s.rsplit("-", 1)[1]) for s in rows.split()}
+        return sorted(set(self.acked) - there)
+
+
+def drill(name: str, product_id: int, action):
+    """Mixed load and numbered writes around `action()` (which returns the time the fault
+    began): prints and returns the figures."""
+    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=10)
+    with NumberedWrites() as writes:
+        outcome, wall = load.around(action, settle=3)
+    now = wait_cluster()
+    figures = {
+        "wall_s": round(wall, 1),
+        "sent": load.result.sent,
+        "failed": load.result.bad,
+        "per_target": {k: v.summary()["statuses"] for k, v in load.by_target.items()},
+        "errors": dict(load.result.errors),
+        "numbered_sent": len(writes.acked) + len(writes.failed),
+        "numbered_acked": len(writes.acked),
+        "numbered_failed": len(writes.failed),
+        "writes_resumed_after_s": writes.resumed_after(outcome),
+        "missing_acked": writes.missing(leader(now)),
+        "leader_after": leader(now),
+    }
+    record(name, **figures)
+    return load, writes, figures
+
+
+def read_failures(load: Load) -> int:
+    return sum(load.by_target[n].bad for n in ("read", "cached read", "version"))
+
+
+# --- The cluster as built ---------------------------------------------------------------
+
+
+def test_one_leader_one_synchronous_and_one_asynchronous_replica():
+    now = wait_cluster()
+    roles = sorted(m["role"] for m in now)
+    assert roles == ["leader", "replica", "sync_standby"], now
+    assert {m["name"] for m in now} == set(DB_HOSTS)
+
+
+def test_every_member_has_checksums_and_the_same_settings():
+    wanted = None
+    for host in DB_HOSTS:
+        got = psql(
+            host,
+            "SELECT current_setting('data_checksums'), current_setting('max_connections'),"
+            " current_setting('shared_buffers'), current_setting('password_encryption')",
+            db="postgres",
+        )
+        assert got.startswith("on|"), (host, got)
+        assert got.endswith("|scram-sha-256"), (host, got)
+        wanted = wanted or got
+        assert got == wanted, (host, got, wanted)
+
+
+def test_no_trust_and_replication_only_from_members():
+    hba = machine("pg1").check_output("cat /var/lib/postgresql/15/main/pg_hba.conf")
+    rules = [line for line in hba.splitlines() if line and not line.startswith("#")]
+    assert not any(" trust" in line for line in rules), rules
+    peers = {f"{address(h)}/32" for h in DB_HOSTS}
+    replication = {line.split()[3] for line in rules if line.split()[1] == "replication"}
+    assert replication == peers, rules
+
+
+def test_rest_api_unsafe_calls_need_the_password():
+    pg1 = machine("pg1")
+    url = f"http://{address('pg1')}:{REST_PORT}/restart"
+    anonymous = pg1.run("curl -s -o /dev/null -w '%%{http_code}' -X POST %s -d {}", url)
+    assert anonymous.stdout == "401", anonymous.stdout
+    wrong = pg1.run("curl -s -o /dev/null -w '%%{http_code}' -u patroni:wrong -X POST %s", url)
+    assert wrong.stdout == "401", wrong.stdout
+
+
+def test_rest_api_and_etcd_are_closed_to_other_hosts():
+    # The controller is neither a db nor a monitoring host: dropped, not refused.
+    for port in (REST_PORT, 2379, 2380):
+        with pytest.raises(httpx.ConnectTimeout):
+            httpx.get(f"http://{address('pg2')}:{port}/", timeout=2)
+
+
+def test_etcd_has_three_healthy_members_over_tls_and_refuses_no_certificate():
+    pg1 = machine("pg1")
+    endpoints = ",".join(f"https://{address(h)}:2379" for h in DB_HOSTS)
+    tls = " ".join(
+        f"--{flag}=/etc/patroni/etcd/{name}"
+        for flag, name in (("cacert", "ca.crt"), ("cert", "client.crt"), ("key", "client.key"))
+    )
+    health = pg1.run(f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} {tls} endpoint health")
+    healthy = (health.stdout + health.stderr).count("is healthy")
+    assert health.rc == 0 and healthy == 3, health
+    anonymous = pg1.run(
+        f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert=/etc/patroni/etcd/ca.crt"
+        " --command-timeout=3s endpoint health"
+    )
+    assert anonymous.rc != 0, anonymous
+
+
+def test_the_app_url_names_every_db_host():
+    env = machine("pgedge").check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
+    url = re.search(r"^DATABASE_URL=(.*)$", env, re.M).group(1)
+    for host in DB_HOSTS:
+        assert f"host={address(host)}:5432" in url, url
+    assert "target_session_attrs=read-write" in url, url
+
+
+# --- Drills under load --------------------------------------------------------------------
+
+
+def test_planned_switchover_fails_no_read(product_id):
+    before = leader(wait_cluster())
+
+    def switchover():
+        t0 = time.time()
+        run = run_playbook("pg_switchover.yml", INVENTORY)
+        assert run.returncode == 0, run.stdout[-3000:]
+        return t0
+
+    load, writes, fig = drill("switchover", product_id, switchover)
+    assert fig["leader_after"] != before
+    assert read_failures(load) == 0, fig
+    assert fig["missing_acked"] == [], fig
+    # At most the writes in flight when the old primary stopped: one per connection.
+    assert load.by_target["write"].bad <= CONNECTIONS // 4 + 1, fig
+
+
+def test_kill_9_of_the_primary_postmaster(product_id):
+    old = leader(wait_cluster())
+
+    def kill():
+        t0 = time.time()
+        machine(old).check_output("kill -9 $(head -1 /var/lib/postgresql/15/main/postmaster.pid)")
+        return t0
+
+    load, writes, fig = drill("kill_9_postmaster", product_id, kill)
+    assert fig["writes_resumed_after_s"] <= 30, fig
+    assert read_failures(load) == 0, fig
+    assert fig["missing_acked"] == [], fig
+
+
+def test_primary_machine_frozen_then_rejoins_as_replica(product_id):
+    """Every process of the primary's machine stopped (SIGSTOP): to the others it is a
+    machine gone dark, with no TCP reset. Thawed, it must find itself demoted and follow
+    the new leader by itself."""
+    old = leader(wait_cluster())
+    pids = machine_pids(old)
+
+    def freeze():
+        t0 = time.time()
+        for pid in pids:
+            try:
+                os.kill(pid, 19)  # SIGSTOP
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until another member leads
+            try:
+                if leader(members(timeout=5)) != old:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(1)
+        time.sleep(5)
+        return t0
+
+    try:
+        load, writes, fig = drill_frozen(product_id, freeze, old)
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, 18)  # SIGCONT
+            except ProcessLookupError:
+                pass
+    now = wait_cluster(timeout=180)
+    roles = {m["name"]: m["role"] for m in now}
+    record("frozen_primary_rejoined", old=old, roles=roles)
+    assert roles[old] != "leader"
+    assert fig["writes_resumed_after_s"] <= 30, fig
+    assert read_failures(load) == 0, fig
+    assert fig["missing_acked"] == [], fig
+
+
+def machine_pids(name: str) -> list[int]:
+    """The machine's systemd-nspawn process and everything under it."""
+    sys.path.insert(0, str(ROOT))
+    from tools.lab import lab
+
+    root = lab.lab_processes()[name]
+    todo, out = [root], []
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(lab.children(pid))
+    return out
+
+
+def drill_frozen(product_id, freeze, old):
+    """The drill's figures are taken while the old primary is still frozen (the cluster
+    has two members then): wait_cluster runs after the thaw."""
+    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=10)
+    with NumberedWrites() as writes:
+        t0, wall = load.around(freeze, settle=3)
+    now = [m for m in members() if m["name"] != old]
+    new = leader(now)
+    fig = {
+        "wall_s": round(wall, 1),
+        "sent": load.result.sent,
+        "failed": load.result.bad,
+        "per_target": {k: v.summary()["statuses"] for k, v in load.by_target.items()},
+        "errors": dict(load.result.errors),
+        "numbered_sent": len(writes.acked) + len(writes.failed),
+        "numbered_acked": len(writes.acked),
+        "numbered_failed": len(writes.failed),
+        "writes_resumed_after_s": writes.resumed_after(t0),
+        "missing_acked": writes.missing(new),
+        "leader_after": new,
+    }
+    record("frozen_primary", **fig)
+    return load, writes, fig
+
+
+def test_rerun_of_site_changes_nothing_and_keeps_the_leader():
+    before = leader(wait_cluster())
+    run = run_playbook("site.yml", INVENTORY)
+    assert run.returncode == 0, run.stdout[-3000:]
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
+    assert recap and all(changed == "0" for _, changed in recap), recap
+    assert leader(wait_cluster()) == before
+
+
+def test_a_postmaster_setting_rolls_through_the_cluster_without_a_failed_read(product_id):
+    """site.yml with a setting that needs a restart: Patroni's dynamic configuration is
+    patched, then the replicas restart one at a time, the lead moves by a switchover and
+    the old leader restarts. Last: the setting stays for the scenario's end."""
+    before = leader(wait_cluster())
+    setting = '{"postgresql_settings": {"max_locks_per_transaction": "96"}}'
+
+    def converge():
+        t0 = time.time()
+        run = run_playbook("site.yml", INVENTORY, "-e", setting)
+        assert run.returncode == 0, run.stdout[-3000:]
+        return t0
+
+    load, writes, fig = drill("rolling_restart_setting", product_id, converge)
+    for host in DB_HOSTS:
+        assert psql(host, "SHOW max_locks_per_transaction", db="postgres") == "96", host
+    assert not any(m.get("pending_restart") for m in members())
+    assert fig["leader_after"] != before, fig
+    assert read_failures(load) == 0, fig
+    assert fig["missing_acked"] == [], fig
