@@ -3,7 +3,8 @@
 - argument specs: defaults/main.yml and meta/argument_specs.yml (entry point `main`) name
   the same variables: a default nobody validates, or a validated variable with no default,
   is a bug waiting for a user. An internal role (no `main` entry point, only called with
-  tasks_from, e.g. `shared`) is checked against all its entry points together.
+  tasks_from, e.g. `shared`) is checked against all its entry points together, and so are
+  the `_<role>_*` inputs of a role's internal entry points (etcd's `client`).
 - internal names: every name a role makes for itself starts with `__<role>_`: the keys of
   vars/main.yml, registered results, set_fact keys and task-level `vars:` that are not an
   input of some role's argument specs. A user's variable can then never be shadowed by, or
@@ -25,6 +26,10 @@ PUBLIC_FACTS = {
     "shared_in_container",
     "shared_units_not_installed",
     "pgbackrest_postgresql_settings",
+    "etcd_client_key",
+    "etcd_client_cert",
+    "etcd_client_ca_cert",
+    "etcd_client_endpoints",
 }
 
 
@@ -42,7 +47,16 @@ def check_argument_specs(role: Path) -> list[str]:
         return [f"{role.name}: meta/argument_specs.yml is missing"]
     defaults = set(load(role / "defaults/main.yml"))
     if "main" in specs:
-        options = specs["main"].get("options") or {}
+        # Inputs of the role's internal entry points (`_<role>_*`, e.g. etcd's `client`) are
+        # checked against those entry points, the others against `main`.
+        options = dict(specs["main"].get("options") or {})
+        options |= {
+            k: v
+            for name, spec in specs.items()
+            if name != "main"
+            for k, v in (spec.get("options") or {}).items()
+            if k.startswith(f"_{role.name}_")
+        }
     else:
         options = {k: v for spec in specs.values() for k, v in (spec.get("options") or {}).items()}
     required = {k for k, v in options.items() if v.get("required")}
