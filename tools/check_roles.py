@@ -30,6 +30,8 @@ PUBLIC_FACTS = {
     "etcd_client_cert",
     "etcd_client_ca_cert",
     "etcd_client_endpoints",
+    "patroni_leader",
+    "patroni_switchover_seconds",
 }
 
 
