@@ -153,8 +153,8 @@ def test_patroni_switched_off_everywhere(tmp_path: Path):
 
 def test_patroni_on_a_single_db_host_when_asked(tmp_path: Path):
     c = render(tmp_path, {"db": ["db1"]}, {"db1": {"postgresql_patroni": True}})
-    assert [i for i, _ in job(c, "patroni")] == ["db1"]
-    assert [i for i, _ in job(c, "etcd")] == ["db1"]
+    assert [pair[0] for pair in job(c, "patroni")] == ["db1"]
+    assert [pair[0] for pair in job(c, "etcd")] == ["db1"]
 
 
 # --- the fallbacks equal their owners' defaults --------------------------------------
