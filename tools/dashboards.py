@@ -48,6 +48,17 @@ def panel(
     }
 
 
+def row(title: str) -> dict:
+    """A row header across the grid (not collapsed: the panels after it are its own)."""
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "panels": [],
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
+    }
+
+
 def dashboard(
     uid: str,
     title: str,
@@ -398,10 +409,82 @@ def postgres() -> dict:
                     )
                 ],
             ),
+            *patroni_cluster(),
         ],
         [instance_variable("pg_up", "postgres")],
         tags=("postgres",),
     )
+
+
+def patroni_cluster() -> list[dict]:
+    """The postgres dashboard's row for a Patroni cluster (jobs patroni and etcd; empty
+    without one). The etcd members need not be db hosts: not filtered by $instance."""
+    i = 'job="patroni", instance=~"$instance"'
+    e = 'job="etcd"'
+    replica = (
+        f"and on (instance, job, scope) patroni_replica{{{i}}} == 1 "
+        f"and on (instance, job, scope) patroni_postgres_running{{{i}}} == 1"
+    )
+    primary = 'max by (job, scope) (patroni_xlog_location{job="patroni"})'
+    return [
+        row("Patroni cluster and etcd"),
+        panel(
+            "Leader per member",
+            [
+                (f"patroni_primary{{{i}}}", "{{instance}} ({{scope}})"),
+            ],
+            kind="stat",
+            width=8,
+            height=4,
+            description="1: the member is the primary. Alert PatroniNoLeader: none for 30 s.",
+        ),
+        panel(
+            "Members up (Patroni API, PostgreSQL)",
+            [
+                (f"up{{{i}}}", "{{instance}} Patroni"),
+                (f"patroni_postgres_running{{{i}}}", "{{instance}} PostgreSQL"),
+            ],
+            kind="stat",
+            width=8,
+            height=4,
+            description="Alert PatroniMemberDown: either is 0 for 1 minute.",
+        ),
+        panel(
+            "etcd has leader",
+            [(f"etcd_server_has_leader{{{e}}}", "{{instance}}")],
+            kind="stat",
+            width=8,
+            height=4,
+            description="Alerts EtcdNoLeader (0 for 1 min), EtcdInsufficientMembers (no majority).",
+        ),
+        panel(
+            "Replication lag behind the primary",
+            [
+                (
+                    f"{primary} - on (job, scope) group_right () "
+                    f"(patroni_xlog_received_location{{{i}}} {replica})",
+                    "{{instance}} received",
+                ),
+                (
+                    f"{primary} - on (job, scope) group_right () "
+                    f"(patroni_xlog_replayed_location{{{i}}} {replica})",
+                    "{{instance}} replayed",
+                ),
+            ],
+            unit="bytes",
+            description="Alert PatroniReplicationLag: received lag above 16 MiB for 1 minute.",
+        ),
+        panel(
+            "etcd leader changes",
+            [
+                (
+                    f"increase(etcd_server_leader_changes_seen_total{{{e}}}[{RATE}])",
+                    "{{instance}}",
+                )
+            ],
+            description="Alert EtcdFrequentLeaderChanges: 4 or more in 15 minutes.",
+        ),
+    ]
 
 
 def redis() -> dict:

@@ -59,6 +59,10 @@ def test_valid_grafana_dashboard(path: Path):
         assert p["type"] in PANEL_TYPES
         g = p["gridPos"]
         assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24
+        if p["type"] == "row":  # a header across the grid; the panels below it are its own
+            assert (g["x"], g["w"], g["h"]) == (0, 24, 1) and p["title"]
+            assert p["collapsed"] is False and p["panels"] == [] and "targets" not in p
+            continue
         assert p["datasource"] == {"type": "prometheus", "uid": uid}
         refs = [t["refId"] for t in p["targets"]]
         assert refs and len(refs) == len(set(refs))
@@ -154,3 +158,17 @@ def test_edge_dashboard_uses_only_edge_metrics():
     for q in dashboards.queries(json.loads((ROLE / "files/dashboards/edge-red.json").read_text())):
         used |= dashboards.metric_names(q)
     assert used and used <= mtail_metric_names() | BLACKBOX_METRICS, used
+
+
+def test_patroni_row_uses_only_names_patroni_and_etcd_export():
+    """The postgres dashboard's Patroni cluster row, checked offline against Patroni 3.0.2's
+    and etcd 3.4.23's sources (molecule/monitoring has no Patroni to scrape)."""
+    doc = yaml.safe_load((REPO / "tests" / "unit" / "fixtures" / "ha_metrics.yml").read_text())
+    dash = json.loads((ROLE / "files/dashboards/postgres.json").read_text())
+    titles = [p["title"] for p in dash["panels"]]
+    assert "Patroni cluster and etcd" in titles
+    used = set()
+    for q in dashboards.queries(dash):
+        used |= {n for n in dashboards.metric_names(q) if n.startswith(("patroni_", "etcd_"))}
+    assert {"patroni_primary", "etcd_server_has_leader"} <= used
+    assert used - set(doc["patroni"]) - set(doc["etcd"]) == set()

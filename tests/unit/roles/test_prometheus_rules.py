@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools import dashboards  # the checkout's tools/ is on sys.path (tests/unit/conftest.py)
+
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "prometheus" / "files"
 RULE_FILES = sorted((ROLE / "rules").glob("*.yml"))
 TEST_FILES = sorted((ROLE / "tests").glob("*.yml"))
@@ -81,3 +83,25 @@ def test_redis_down_alert_fires_when_redis_stops():
         if t["alertname"] == "RedisDown" and t.get("exp_alerts")
     ]
     assert cases
+
+
+def ha_metrics() -> set[str]:
+    """Patroni 3.0.2's and etcd 3.4's metric names, read from their sources (fixture)."""
+    doc = yaml.safe_load((Path(__file__).parents[1] / "fixtures" / "ha_metrics.yml").read_text())
+    return set(doc["patroni"]) | set(doc["etcd"])
+
+
+def test_patroni_and_etcd_rules_use_only_names_those_versions_export():
+    """Offline stand-in for a live scrape (no Patroni in the unit tests, none in
+    molecule/monitoring): a misspelt name would leave an alert silent forever."""
+    used = set()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for r in group["rules"]:
+                used |= {
+                    n
+                    for n in dashboards.metric_names(r["expr"])
+                    if n.startswith(("patroni_", "etcd_"))
+                }
+    assert {"patroni_primary", "etcd_server_has_leader"} <= used
+    assert used - ha_metrics() == set()
