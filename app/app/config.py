@@ -84,6 +84,10 @@ class Settings(DatabaseSettings):
     db_pool_recycle: int = Field(1800, ge=-1)
     db_pool_timeout: float = Field(2.0, gt=0)
     db_pool_pre_ping: bool = True
+    # With several db hosts (a Patroni cluster), a new connection that finds no primary
+    # (a switchover or failover under way) is retried for this long before the request
+    # fails: the lead moves in a few seconds. 0: fail at once (a single server).
+    db_primary_wait: float = Field(0.0, ge=0, le=30)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_pool_size: int = Field(20, ge=1)

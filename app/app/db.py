@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -14,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from app.config import DatabaseSettings, Settings
 
@@ -64,10 +68,36 @@ def connect_args(settings: DatabaseSettings, application_name: str) -> dict[str,
     }
 
 
+# SQLSTATE classes a wait cannot fix: wrong password (28), unknown database (3D).
+_CONNECT_FINAL_SQLSTATE_CLASSES = frozenset({"28", "3D"})
+PRIMARY_POLL = 0.25  # seconds between two connection attempts while waiting
+
+
+def wait_for_primary(engine: AsyncEngine, seconds: float) -> None:
+    """New connections retry for up to `seconds` while no server accepts them (with a
+    multi-host URL and target_session_attrs=read-write: while the lead moves), so that a
+    request waits for the new primary instead of failing."""
+    if seconds <= 0:
+        return
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect, conn_rec, cargs, cparams):  # noqa: ANN001, ANN202 - SQLAlchemy's hook
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as exc:
+                sqlstate = getattr(exc, "sqlstate", None) or ""
+                if sqlstate[:2] in _CONNECT_FINAL_SQLSTATE_CLASSES or time.monotonic() >= deadline:
+                    raise
+                # Runs in SQLAlchemy's greenlet on the event loop: sleep without blocking it.
+                await_only(asyncio.sleep(PRIMARY_POLL))
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     # The async default pool (AsyncAdaptedQueuePool); QueuePool itself is sync-only.
     # Pre-ping replaces connections a restarted server killed, on their next checkout.
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -78,6 +108,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         echo=settings.debug,
         connect_args=connect_args(settings, settings.app_name),
     )
+    wait_for_primary(engine, settings.db_primary_wait)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

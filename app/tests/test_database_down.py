@@ -303,3 +303,39 @@ async def test_full_pool_sheds_load_with_503_not_a_pile_up(  # type: ignore[no-u
 
     await asyncio.gather(*holders)
     assert (await client.post("/api/v1/products", json=product(sku="SKU-2"))).status_code == 201
+
+
+async def test_a_write_waits_for_the_new_primary(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url, pg_proxy: FaultProxy
+) -> None:
+    # As during a switchover: no server accepts connections for a moment, then one does.
+    settings = make_settings(database_url=pg_proxy.url(database_url), db_primary_wait=5)
+    client = await app_factory(settings)
+    await pg_proxy.reject("57P03", "the database system is shutting down")
+    asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(pg_proxy.up()))
+    started = time.monotonic()
+    response = await client.post("/api/v1/products", json=product())
+    assert response.status_code == 201, response.text
+    assert 0.9 <= time.monotonic() - started < 5
+
+
+async def test_the_wait_for_a_primary_is_bounded(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url, pg_proxy: FaultProxy
+) -> None:
+    settings = make_settings(database_url=pg_proxy.url(database_url), db_primary_wait=1)
+    client = await app_factory(settings)
+    await pg_proxy.reject("57P03", "the database system is shutting down")
+    started = time.monotonic()
+    assert_db_unavailable(await client.post("/api/v1/products", json=product()))
+    assert 1.0 <= time.monotonic() - started < 4
+
+
+async def test_a_wrong_password_does_not_wait(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url, pg_proxy: FaultProxy
+) -> None:
+    settings = make_settings(database_url=pg_proxy.url(database_url), db_primary_wait=5)
+    client = await app_factory(settings)
+    await pg_proxy.reject("28P01", 'password authentication failed for user "postgres"')
+    started = time.monotonic()
+    assert (await client.get("/api/v1/products/1")).status_code == 500
+    assert time.monotonic() - started < 2
