@@ -173,7 +173,7 @@ class NumberedWrites:
         and 3 s have passed without a failure; returns t0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            last_bad = max((t for t, _ in self.failed if t >= t0), default=t0)
+            last_bad = max((t for t, _why in self.failed if t >= t0), default=t0)
             if time.time() - last_bad > 3 and any(t > last_bad for t in self.ok_times):
                 break
             time.sleep(0.5)
@@ -181,7 +181,7 @@ class NumberedWrites:
 
     def resumed_after(self, t0: float) -> float:
         """Seconds from t0 to the first acknowledged write after the last failed one."""
-        last_bad = max((t for t, _ in self.failed if t >= t0), default=t0)
+        last_bad = max((t for t, _why in self.failed if t >= t0), default=t0)
         first_ok = min((t for t in self.ok_times if t >= last_bad), default=None)
         return round(first_ok - t0, 1) if first_ok else float("inf")
 
@@ -415,7 +415,7 @@ def test_rerun_of_site_changes_nothing_and_keeps_the_leader():
     run = run_playbook("site.yml", INVENTORY)
     assert run.returncode == 0, run.stdout[-3000:]
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
-    assert recap and all(changed == "0" for _, changed in recap), recap
+    assert recap and all(changed == "0" for _host, changed in recap), recap
     assert leader(wait_cluster()) == before
 
 
