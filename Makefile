@@ -8,9 +8,8 @@ export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
 # Scenarios run by `make test`: lanes run in parallel, each lane in order (every
 # scenario creates and destroys its own lab machines).
-LANE1 ?= cluster common edge-acme app
-LANE2 ?= backup monitoring anyapp
-LANE3 ?= patroni data edge
+LANE1 ?= cluster patroni data
+LANE2 ?= backup common edge monitoring anyapp edge-acme app
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
@@ -38,7 +37,7 @@ unit: bootstrap
 	if [ -d app/tests ]; then pytest -q app/tests; fi
 
 molecule: bootstrap
-	python tools/run_scenarios.py "$(LANE1)" "$(LANE2)" "$(LANE3)"
+	python tools/run_scenarios.py "$(LANE1)" "$(LANE2)"
 
 test: bootstrap
 	@mkdir -p .cache && : > $(STAGE_LOG)
