@@ -29,6 +29,7 @@ import testinfra
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.*
 
+from tools.lab import lab  # noqa: E402
 from tools.loadgen import Load, Target, new_product  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
 
@@ -191,13 +192,14 @@ class NumberedWrites:
         return sorted(set(self.acked) - there)
 
 
-def drill(name: str, product_id: int, action):
+def drill(name: str, product_id: int, action, frozen: str | None = None):
     """Mixed load and numbered writes around `action()` (which returns the time the fault
-    began): prints and returns the figures."""
+    began): prints and returns the figures. With `frozen` (a member still frozen), the
+    cluster is read from the other members, without waiting for all three."""
     load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=10)
     with NumberedWrites() as writes:
         outcome, wall = load.around(lambda: writes.until_resumed(action()), settle=3)
-    now = wait_cluster()
+    now = [m for m in members(skip=frozen) if m["name"] != frozen] if frozen else wait_cluster()
     figures = {
         "wall_s": round(wall, 1),
         "sent": load.result.sent,
@@ -355,7 +357,7 @@ def test_primary_machine_frozen_then_rejoins_as_replica(product_id):
         return t0
 
     try:
-        load, writes, fig = drill_frozen(product_id, freeze, old)
+        load, writes, fig = drill("frozen_primary", product_id, freeze, frozen=old)
     finally:
         for pid in pids:
             try:
@@ -373,9 +375,6 @@ def test_primary_machine_frozen_then_rejoins_as_replica(product_id):
 
 def machine_pids(name: str) -> list[int]:
     """The machine's systemd-nspawn process and everything under it."""
-    sys.path.insert(0, str(ROOT))
-    from tools.lab import lab
-
     root = lab.lab_processes()[name]
     todo, out = [root], []
     while todo:
@@ -383,31 +382,6 @@ def machine_pids(name: str) -> list[int]:
         out.append(pid)
         todo.extend(lab.children(pid))
     return out
-
-
-def drill_frozen(product_id, freeze, old):
-    """The drill's figures are taken while the old primary is still frozen (the cluster
-    has two members then): wait_cluster runs after the thaw."""
-    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=10)
-    with NumberedWrites() as writes:
-        t0, wall = load.around(lambda: writes.until_resumed(freeze()), settle=3)
-    now = [m for m in members(skip=old) if m["name"] != old]
-    new = leader(now)
-    fig = {
-        "wall_s": round(wall, 1),
-        "sent": load.result.sent,
-        "failed": load.result.bad,
-        "per_target": {k: v.summary()["statuses"] for k, v in load.by_target.items()},
-        "errors": dict(load.result.errors),
-        "numbered_sent": len(writes.acked) + len(writes.failed),
-        "numbered_acked": len(writes.acked),
-        "numbered_failed": len(writes.failed),
-        "writes_resumed_after_s": writes.resumed_after(t0),
-        "missing_acked": writes.missing(new),
-        "leader_after": new,
-    }
-    record("frozen_primary", **fig)
-    return load, writes, fig
 
 
 def test_rerun_of_site_changes_nothing_and_keeps_the_leader():
