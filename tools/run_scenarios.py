@@ -18,20 +18,49 @@ from pathlib import Path
 
 LOGS = Path(".cache")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Molecule logs each action as it ends ("INFO  cluster ➜ converge: Executed: ..."); its
+# closing summary repeats them without the level.
+DURATION = re.compile(r"^([\d.]+)s (?:call|setup|teardown) +\S+")
+ACTION_DONE = re.compile(r"^(?:INFO|WARNING|ERROR)\s+\S+ ➜ (\w+): Executed")
 
 
 def run(scenario: str) -> tuple[str, int, float]:
     log = LOGS / f"molecule-{scenario}.log"
-    started = time.monotonic()
-    with log.open("w") as out:
-        rc = subprocess.call(
-            ["molecule", "test", "-s", scenario], stdout=out, stderr=subprocess.STDOUT
-        )
+    started = mark = time.monotonic()
+    steps = []  # where the scenario's time went: "converge 310s"
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            ["molecule", "test", "-s", scenario],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        ) as proc,
+    ):
+        for line in proc.stdout:
+            out.write(line)
+            done = ACTION_DONE.search(ANSI.sub("", line))
+            if done:
+                now = time.monotonic()
+                steps.append(f"{done[1]} {now - mark:.0f}s")
+                mark = now
+        rc = proc.wait()
     took = time.monotonic() - started
-    print(f"==> molecule {scenario}: {took:.0f}s (exit {rc})", flush=True)
+    print(f"==> molecule {scenario}: {took:.0f}s (exit {rc}): {', '.join(steps)}", flush=True)
+    print("\n".join(f"    {line}" for line in slow_tests(log)), flush=True)
     if rc:
         print("\n".join(f"    {line}" for line in failure_report(log)), flush=True)
     return scenario, rc, took
+
+
+def slow_tests(log: Path, at_least: float = 30) -> list[str]:
+    """pytest's --durations lines of the verify step that took at least `at_least` s."""
+    lines = (
+        ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
+    )
+    found = (DURATION.match(line) for line in lines)
+    return [m[0] for m in found if m and float(m[1]) >= at_least]
 
 
 def failure_report(log: Path) -> list[str]:
@@ -40,9 +69,9 @@ def failure_report(log: Path) -> list[str]:
     lines = [
         ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
     ]
-    marks = ("fatal:", "FAILED ", "ERROR ", "E   ", "failed: [", "AssertionError")
-    picked = [line[:400] for line in lines if line.startswith(marks)][-80:]
-    return picked + ["..."] + lines[-30:]
+    marks = ("fatal:", "FAILED ", "E   ", "failed: [")
+    picked = [line[:600] for line in lines if line.startswith(marks)][-40:]
+    return picked + ["..."] + lines[-8:]
 
 
 def lane(scenarios: list[str]) -> list[tuple[str, int, float]]:
