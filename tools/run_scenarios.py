@@ -29,7 +29,7 @@ def run(scenario: str) -> tuple[str, int, float]:
     started = mark = time.monotonic()
     steps = []  # where the scenario's time went: "converge 310s"
     with (
-        log.open("w") as out,
+        log.open("w", buffering=1) as out,  # line by line: `tail -f` follows it
         subprocess.Popen(
             ["molecule", "test", "-s", scenario],
             stdout=subprocess.PIPE,
