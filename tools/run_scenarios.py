@@ -20,7 +20,7 @@ LOGS = Path(".cache")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Molecule logs each action as it ends ("INFO  cluster ➜ converge: Executed: ..."); its
 # closing summary repeats them without the level.
-DURATION = re.compile(r"^([\d.]+)s (?:call|setup|teardown) +\S+")
+DURATION = re.compile(r"^([\d.]+)s (?:call|setup|teardown) *(\S*)$")
 ACTION_DONE = re.compile(r"^(?:INFO|WARNING|ERROR)\s+\S+ ➜ (\w+): Executed")
 
 
@@ -55,12 +55,22 @@ def run(scenario: str) -> tuple[str, int, float]:
 
 
 def slow_tests(log: Path, at_least: float = 30) -> list[str]:
-    """pytest's --durations lines of the verify step that took at least `at_least` s."""
-    lines = (
-        ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
-    )
-    found = (DURATION.match(line) for line in lines)
-    return [m[0] for m in found if m and float(m[1]) >= at_least]
+    """pytest's --durations lines of the verify step that took at least `at_least` s (the
+    test's name, which Molecule wraps at 80 columns, joined again)."""
+    lines = [
+        ANSI.sub("", line).strip(" │") for line in log.read_text(errors="replace").splitlines()
+    ]
+    slow = []
+    for i, line in enumerate(lines):
+        found = DURATION.match(line)
+        if found and float(found[1]) >= at_least:
+            name = found[2]
+            for more in lines[i + 1 : i + 4]:
+                if DURATION.match(more) or more.startswith("=") or not more:
+                    break
+                name += more
+            slow.append(f"{found[1]}s {name}")
+    return slow
 
 
 def failure_report(log: Path) -> list[str]:

@@ -385,24 +385,27 @@ def machine_pids(name: str) -> list[int]:
 
 
 def test_rerun_of_site_changes_nothing_and_keeps_the_leader():
+    """On the db hosts, where the drills moved the lead three times (pgedge's roles are
+    proven idempotent in the other scenarios; a whole rerun here doubled its cost)."""
     before = leader(wait_cluster())
-    run = run_playbook("site.yml", INVENTORY)
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db")
     assert run.returncode == 0, run.stdout[-3000:]
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
-    assert recap and all(changed == "0" for _host, changed in recap), recap
+    assert {host for host, _changed in recap} >= set(DB_HOSTS), recap
+    assert all(changed == "0" for _host, changed in recap), recap
     assert leader(wait_cluster()) == before
 
 
 def test_a_postmaster_setting_rolls_through_the_cluster_without_a_failed_read(product_id):
-    """site.yml with a setting that needs a restart: Patroni's dynamic configuration is
-    patched, then the replicas restart one at a time, the lead moves by a switchover and
-    the old leader restarts. Last: the setting stays for the scenario's end."""
+    """site.yml on the db hosts with a setting that needs a restart: Patroni's dynamic
+    configuration is patched, then the replicas restart one at a time, the lead moves by a
+    switchover and the old leader restarts. Last: the setting stays for the scenario's end."""
     before = leader(wait_cluster())
     setting = '{"postgresql_settings": {"max_locks_per_transaction": "96"}}'
 
     def converge():
         t0 = time.time()
-        run = run_playbook("site.yml", INVENTORY, "-e", setting)
+        run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", setting)
         assert run.returncode == 0, run.stdout[-3000:]
         return t0
 
