@@ -82,6 +82,10 @@ def lb_url():
 @pytest.fixture(scope="session")
 def product_id(lb_url):
     """A product created through the lb, read by the load."""
+    return create_product(lb_url)
+
+
+def create_product(lb_url):
     with httpx.Client(verify=False, timeout=10) as client:
         resp = client.post(
             f"{lb_url}/api/v1/products",
