@@ -3,7 +3,8 @@
 
 Proven here, with figures printed for the issue note: the cluster as built (one leader,
 a synchronous and an asynchronous replica, checksums, the same settings everywhere,
-etcd's TLS, the REST API's password and firewall, the app's URL naming every host);
+etcd's TLS, the REST API's password and firewall, the app's URL naming every host,
+Prometheus scraping every member and finding the metrics of the alert rules);
 then, under mixed load through Nginx and numbered writes that must all survive, a planned
 switchover, kill -9 of the primary's postmaster, the primary's whole machine frozen (the
 old primary rejoins as a replica by itself when it thaws), a rolling restart that changes
@@ -25,10 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 import testinfra
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.*
 
+from tools import dashboards  # noqa: E402
 from tools.lab import lab  # noqa: E402
 from tools.loadgen import Load, Target, new_product  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
@@ -295,6 +298,39 @@ def test_the_app_url_names_every_db_host():
     for host in DB_HOSTS:
         assert f"host={address(host)}:5432" in url, url
     assert "target_session_attrs=read-write" in url, url
+
+
+def prometheus(path: str) -> dict:
+    url = f"http://{address('pgedge')}:9090{path}"
+    doc = json.loads(machine("pgedge").check_output(f"curl -sS --max-time 10 '{url}'"))
+    assert doc["status"] == "success", doc
+    return doc["data"]
+
+
+def test_prometheus_scrapes_every_member_and_the_rules_find_their_metrics():
+    """Patroni's and etcd's jobs have every db host up, and each metric name the patroni
+    and etcd alert rules read is exported (stored, or declared by a target's scrape)."""
+    deadline = time.monotonic() + 60  # the first scrapes after the converge
+    while True:
+        targets = prometheus("/api/v1/targets?state=active")["activeTargets"]
+        ours = [t for t in targets if t["labels"]["job"] in ("patroni", "etcd")]
+        up = sorted(
+            (t["labels"]["job"], t["labels"]["instance"]) for t in ours if t["health"] == "up"
+        )
+        if len(up) == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert up == sorted((job, host) for job in ("etcd", "patroni") for host in DB_HOSTS), ours
+    live = set(prometheus("/api/v1/label/__name__/values"))
+    for t in ours:
+        scrape = machine("pgedge").check_output(f"curl -sS --max-time 10 '{t['scrapeUrl']}'")
+        live |= set(re.findall(r"^# TYPE (\S+) ", scrape, re.M))
+    rules = ROOT / "roles" / "prometheus" / "files" / "rules"
+    for name in ("patroni.yml", "etcd.yml"):
+        for group in yaml.safe_load((rules / name).read_text())["groups"]:
+            for rule in group["rules"]:
+                used = {n for n in dashboards.metric_names(rule["expr"]) if ":" not in n}
+                assert used <= live, (rule.get("alert"), sorted(used - live))
 
 
 # --- Drills under load --------------------------------------------------------------------
