@@ -73,25 +73,44 @@ _CONNECT_FINAL_SQLSTATE_CLASSES = frozenset({"28", "3D"})
 PRIMARY_POLL = 0.25  # seconds between two connection attempts while waiting
 
 
-def wait_for_primary(engine: AsyncEngine, seconds: float) -> None:
-    """New connections retry for up to `seconds` while no server accepts them (with a
-    multi-host URL and target_session_attrs=read-write: while the lead moves), so that a
-    request waits for the new primary instead of failing."""
-    if seconds <= 0:
-        return
+def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
+    """New connections with several hosts in the URL (a Patroni cluster, with
+    target_session_attrs=read-write) try the hosts one at a time, the one that took the
+    last connection first, each within the connect timeout: asyncpg's own multi-host
+    connect spends one timeout on all of them, so a host that accepts TCP but never answers
+    (a frozen machine) ahead of the primary would fail every new connection. While no
+    host is the primary (the lead moves), they try again for up to `seconds`."""
+    last: list[tuple[str, int] | None] = [None]
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect, conn_rec, cargs, cparams):  # noqa: ANN001, ANN202 - SQLAlchemy's hook
+        hosts = cparams.get("host")
+        # One server: asyncpg's connect as it is (None stands for the URL's own host).
+        candidates = (
+            list(zip(hosts, cparams["port"], strict=True)) if isinstance(hosts, list) else [None]
+        )
         deadline = time.monotonic() + seconds
         while True:
-            try:
-                return dialect.connect(*cargs, **cparams)
-            except Exception as exc:
-                sqlstate = getattr(exc, "sqlstate", None) or ""
-                if sqlstate[:2] in _CONNECT_FINAL_SQLSTATE_CLASSES or time.monotonic() >= deadline:
-                    raise
-                # Runs in SQLAlchemy's greenlet on the event loop: sleep without blocking it.
-                await_only(asyncio.sleep(PRIMARY_POLL))
+            for candidate in sorted(candidates, key=lambda c: c != last[0]):
+                params = (
+                    cparams
+                    if candidate is None
+                    else {**cparams, "host": candidate[0], "port": candidate[1]}
+                )
+                try:
+                    connection = dialect.connect(*cargs, **params)
+                except Exception as exc:
+                    sqlstate = getattr(exc, "sqlstate", None) or ""
+                    if sqlstate[:2] in _CONNECT_FINAL_SQLSTATE_CLASSES:
+                        raise
+                    error = exc
+                    continue
+                last[0] = candidate
+                return connection
+            if time.monotonic() >= deadline:
+                raise error
+            # Runs in SQLAlchemy's greenlet on the event loop: sleep without blocking it.
+            await_only(asyncio.sleep(PRIMARY_POLL))
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -108,7 +127,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         echo=settings.debug,
         connect_args=connect_args(settings, settings.app_name),
     )
-    wait_for_primary(engine, settings.db_primary_wait)
+    follow_the_primary(engine, settings.db_primary_wait)
     return engine
 
 

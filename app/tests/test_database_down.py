@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from tests.conftest import _asyncpg_dsn, product
 from tests.faults import FaultProxy
@@ -339,3 +339,31 @@ async def test_a_wrong_password_does_not_wait(  # type: ignore[no-untyped-def]
     started = time.monotonic()
     assert (await client.get("/api/v1/products/1")).status_code == 500
     assert time.monotonic() - started < 2
+
+
+async def test_a_frozen_host_ahead_of_the_primary_costs_one_connect_timeout(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url, pg_proxy: FaultProxy
+) -> None:
+    # A Patroni cluster's URL whose first host is frozen: it accepts TCP, never answers.
+    frozen = await FaultProxy("127.0.0.1", 9).start()
+    await frozen.blackhole()
+    hosts = [f"127.0.0.1:{frozen.port}", f"127.0.0.1:{pg_proxy.port}"]
+    url = make_url(database_url).set(
+        host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"}
+    )
+    settings = make_settings(
+        database_url=url.render_as_string(hide_password=False), db_primary_wait=5, **FAST
+    )
+    client = await app_factory(settings)
+    try:
+        response, took = await timed(client.post("/api/v1/products", json=product()))
+        assert response.status_code == 201, response.text
+        assert FAST["db_connect_timeout"] <= took < 2.5
+        # New connections go to the host that took the last one: the frozen one is not tried.
+        more = await asyncio.gather(
+            *(client.post("/api/v1/products", json=product(sku=f"SKU-F{i}")) for i in range(4))
+        )
+        assert [r.status_code for r in more] == [201] * 4
+        assert frozen.connects == 1
+    finally:
+        await frozen.close()
