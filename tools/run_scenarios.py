@@ -80,7 +80,8 @@ def failure_report(log: Path) -> list[str]:
         ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
     ]
     marks = ("fatal:", "FAILED ", "E   ", "failed: [")
-    picked = [line[:600] for line in lines if line.startswith(marks)][-40:]
+    picked = [line[:600] for line in lines if line.startswith(marks) and "RETRYING" not in line]
+    picked = picked[-40:]
     return picked + ["..."] + lines[-8:]
 
 
