@@ -35,8 +35,8 @@ EXPORTERS = {
 }
 
 # Rule files whose metrics this scenario cannot export: no pgBackRest (molecule/backup
-# checks backup.yml live), one db host so no Patroni and no etcd (their names are checked
-# against the Patroni 3.0.2 and etcd 3.4 sources in tests/unit/roles, offline).
+# checks backup.yml live), one db host so no Patroni and no etcd (molecule/patroni checks
+# their names live).
 RULES_ELSEWHERE = {"backup.yml", "patroni.yml", "etcd.yml"}
 # Dashboard metrics of the same services (the postgres dashboard's Patroni cluster row).
 METRICS_ELSEWHERE = ("patroni_", "etcd_")
