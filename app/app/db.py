@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import event
@@ -39,6 +40,10 @@ def is_unavailable(exc: BaseException) -> bool:
     """True for faults of the database server or the way to it, False for our own bugs."""
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
         return True
+    if isinstance(exc, sa_exc.DBAPIError) and isinstance(
+        exc.orig.__cause__, asyncpg.TargetServerAttributeNotMatched
+    ):
+        return True  # no host takes writes: a Patroni cluster between two primaries
     if isinstance(exc, sa_exc.DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         return exc.connection_invalidated or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES

@@ -367,3 +367,25 @@ async def test_a_frozen_host_ahead_of_the_primary_costs_one_connect_timeout(  # 
         assert frozen.connects == 1
     finally:
         await frozen.close()
+
+
+async def test_no_host_that_takes_writes_is_a_503(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url
+) -> None:
+    # Sessions of this role are read-only, as on Patroni's replicas while no primary leads.
+    role = f"ro_{uuid.uuid4().hex[:8]}"
+    async with admin(database_url) as conn:
+        await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'ro'")
+        await conn.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    try:
+        url = make_url(database_url).set(
+            username=role, password="ro", query={"target_session_attrs": "read-write"}
+        )
+        settings = make_settings(
+            database_url=url.render_as_string(hide_password=False), db_primary_wait=0.5
+        )
+        client = await app_factory(settings)
+        assert_db_unavailable(await client.post("/api/v1/products", json=product()))
+    finally:
+        async with admin(database_url) as conn:
+            await conn.execute(f"DROP ROLE {role}")

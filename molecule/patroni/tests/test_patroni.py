@@ -217,6 +217,8 @@ def drill(name: str, product_id: int, action, frozen: str | None = None):
         "leader_after": leader(now),
     }
     record(name, **figures)
+    # A write the cluster cannot take yet is the app's 503 (Retry-After), never a 500.
+    assert set(load.by_target["write"].statuses) <= {201, 503}, figures
     return load, writes, figures
 
 
