@@ -96,6 +96,7 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
         )
         deadline = time.monotonic() + seconds
         while True:
+            errors: list[Exception] = []
             for candidate in sorted(candidates, key=lambda c: c != last[0]):
                 params = (
                     cparams
@@ -108,12 +109,12 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
                     sqlstate = getattr(exc, "sqlstate", None) or ""
                     if sqlstate[:2] in _CONNECT_FINAL_SQLSTATE_CLASSES:
                         raise
-                    error = exc
+                    errors.append(exc)
                     continue
                 last[0] = candidate
                 return connection
             if time.monotonic() >= deadline:
-                raise error
+                raise errors[-1]
             # Runs in SQLAlchemy's greenlet on the event loop: sleep without blocking it.
             await_only(asyncio.sleep(PRIMARY_POLL))
 
