@@ -232,8 +232,17 @@ def test_systemd_socket_activation(database_url, redis_prefix, tmp_path, bind) -
         cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        # The first connection makes systemd-socket-activate exec gunicorn.
-        response = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=30)
+        # The first connection makes systemd-socket-activate exec gunicorn; refused until
+        # systemd-socket-activate listens (slow to start on a busy machine).
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=30)
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         assert response.status_code == 200
         for _request in range(5):
             assert httpx.get(f"http://127.0.0.1:{port}/version").status_code == 200
