@@ -40,11 +40,9 @@ def is_unavailable(exc: BaseException) -> bool:
     """True for faults of the database server or the way to it, False for our own bugs."""
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
         return True
-    if isinstance(exc, sa_exc.DBAPIError) and isinstance(
-        exc.orig.__cause__, asyncpg.TargetServerAttributeNotMatched
-    ):
-        return True  # no host takes writes: a Patroni cluster between two primaries
     if isinstance(exc, sa_exc.DBAPIError):
+        if isinstance(exc.orig.__cause__, asyncpg.TargetServerAttributeNotMatched):
+            return True  # no host takes writes: a Patroni cluster between two primaries
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         return exc.connection_invalidated or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
     # asyncpg lets socket errors through unwrapped: refused, reset, unreachable, and
@@ -85,10 +83,11 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
     connect spends one timeout on all of them, so a host that accepts TCP but never answers
     (a frozen machine) ahead of the primary would fail every new connection. While no
     host is the primary (the lead moves), they try again for up to `seconds`."""
-    last: list[tuple[str, int] | None] = [None]
+    last: tuple[str, int] | None = None  # (host, port) that took the last connection
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect, conn_rec, cargs, cparams):  # noqa: ANN001, ANN202 - SQLAlchemy's hook
+        nonlocal last
         hosts = cparams.get("host")
         # One server: asyncpg's connect as it is (None stands for the URL's own host).
         candidates = (
@@ -97,7 +96,7 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
             errors: list[Exception] = []
-            for candidate in sorted(candidates, key=lambda c: c != last[0]):
+            for candidate in sorted(candidates, key=lambda c: c != last):
                 params = (
                     cparams
                     if candidate is None
@@ -111,7 +110,7 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
                         raise
                     errors.append(exc)
                     continue
-                last[0] = candidate
+                last = candidate
                 return connection
             if time.monotonic() >= deadline:
                 raise errors[-1]
