@@ -40,13 +40,14 @@ molecule: bootstrap
 	python tools/run_scenarios.py "$(LANE1)" "$(LANE2)"
 
 # lint and unit run beside the Molecule lanes, which wait on machines more than on the
-# CPU; their output is printed after the lanes'.
+# CPU; their output is printed after the lanes', then the lanes' summary again.
 test: bootstrap
-	@mkdir -p .cache && : > $(STAGE_LOG)
+	@mkdir -p .cache && : > $(STAGE_LOG) && rm -f .cache/molecule-summary.log
 	@{ tools/stage lint $(MAKE) --no-print-directory lint \
 	    && tools/stage unit $(MAKE) --no-print-directory unit; } > .cache/checks.log 2>&1 & checks=$$!; \
 	tools/stage molecule $(MAKE) --no-print-directory molecule; molecule=$$?; \
 	wait $$checks; checks=$$?; cat .cache/checks.log; \
+	cat .cache/molecule-summary.log 2>/dev/null; \
 	echo "== stage times"; cat $(STAGE_LOG); \
 	[ $$molecule -eq 0 ] && [ $$checks -eq 0 ]
 

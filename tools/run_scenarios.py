@@ -96,10 +96,15 @@ def main() -> int:
     with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
         results = [r for rs in pool.map(lane, lanes) for r in rs]
     failed = [name for name, rc, _took in results if rc]
-    print("== molecule scenarios")
+    summary = ["== molecule scenarios"]
     for name, rc, took in results:
-        print(f"   {name:<12} {took:6.0f}s  {'ok' if rc == 0 else 'FAILED'}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+        summary.append(f"   {name:<12} {took:6.0f}s  {'ok' if rc == 0 else 'FAILED'}")
+    summary.append(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    for name in failed:  # again, so that the end of a long CI log shows them
+        summary += [f"== {name} failed:"] + failure_report(LOGS / f"molecule-{name}.log")
+    print("\n".join(summary))
+    # `make test` prints this once more after the lint and unit output.
+    (LOGS / "molecule-summary.log").write_text("\n".join(summary) + "\n")
     return 1 if failed else 0
 
 

@@ -113,6 +113,15 @@ def worker_pids(master: int) -> set[int]:
     return {int(pid) for pid in out.split()}
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie: whoever adopts an orphan may be slow to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.parametrize("stop", ["hup", "term"])
 def test_idle_connection_gets_its_next_answer_with_connection_close(gunicorn, stop: str) -> None:
     proc, port = gunicorn("-w", "1")
@@ -221,9 +230,10 @@ def test_workers_of_a_killed_master_drain_and_leave(gunicorn) -> None:
     status, headers, _pid = request(sock)  # the orphan answers, and closes
     assert status == 200 and headers.get("connection") == "close"
     sock.close()
-    deadline = time.monotonic() + 5
+    # Generous: lint and two Molecule lanes share the CPU in CI.
+    deadline = time.monotonic() + 20
     alive = workers
     while alive and time.monotonic() < deadline:
-        alive = {pid for pid in workers if os.path.exists(f"/proc/{pid}")}
+        alive = {pid for pid in workers if running(pid)}
         time.sleep(0.1)
     assert not alive, "orphaned workers kept running"
