@@ -7,8 +7,9 @@ etcd's TLS, the REST API's password and firewall, the app's URL naming every hos
 Prometheus scraping every member and finding the metrics of the alert rules);
 then, under mixed load through Nginx and numbered writes that must all survive, a planned
 switchover, kill -9 of the primary's postmaster, the primary's whole machine frozen (the
-old primary rejoins as a replica by itself when it thaws), a rolling restart that changes
-a postmaster setting, and a rerun of site.yml that changes nothing and moves no leader.
+old primary rejoins as a replica by itself when it thaws), backups and archiving going
+on from the new leader, a rolling restart that changes a postmaster setting, and a rerun
+of site.yml that changes nothing and moves no leader.
 
 The tests run in file order and share the machines."""
 
@@ -409,6 +410,47 @@ def test_primary_machine_frozen_then_rejoins_as_replica(product_id):
     assert fig["writes_resumed_after_s"] <= 30, fig
     assert read_failures(load) == 0, fig
     assert fig["missing_acked"] == [], fig
+
+
+def pgbackrest(host: str, *args: str):
+    return machine(host).run(
+        "cd / && runuser -u postgres -- pgbackrest --stanza=main --log-level-console=warn "
+        + " ".join(args)
+    )
+
+
+def test_backups_go_on_after_the_failovers():
+    """pgBackRest across the lead's moves (the drills above made three): `pgbackrest check`
+    passes on the current leader (it archives, on its own timeline) and on the repository
+    host; a backup taken now copies the leader on that timeline."""
+    now = leader(wait_cluster())
+    timeline = int(psql(now, "SELECT timeline_id FROM pg_control_checkpoint()", db="postgres"))
+    for host in (now, "pgedge"):
+        t0 = time.monotonic()
+        check = pgbackrest(host, "check")
+        assert check.rc == 0, (host, check.stdout, check.stderr)
+        record(
+            f"pgbackrest_check_{'leader' if host == now else 'repository'}",
+            host=host,
+            seconds=round(time.monotonic() - t0, 1),
+        )
+    t0 = time.monotonic()
+    backup = machine("pgedge").run("systemctl start pgbackrest-backup@diff.service")
+    took = round(time.monotonic() - t0, 1)
+    assert backup.rc == 0, backup.stderr
+    info = json.loads(pgbackrest("pgedge", "--output=json", "info").stdout)[0]
+    newest = info["backup"][-1]
+    record(
+        "backup_after_failovers",
+        leader=now,
+        timeline=timeline,
+        seconds=took,
+        backups=[(b["type"], b["archive"]["start"][:8]) for b in info["backup"]],
+    )
+    assert info["status"]["code"] == 0, info["status"]
+    assert newest["type"] == "diff" and newest["timestamp"]["stop"] > time.time() - took - 60
+    # A WAL file name starts with its timeline (8 hex digits).
+    assert timeline > 1 and int(newest["archive"]["start"][:8], 16) == timeline, newest
 
 
 def machine_pids(name: str) -> list[int]:
