@@ -8,8 +8,9 @@ Prometheus scraping every member and finding the metrics of the alert rules);
 then, under mixed load through Nginx and numbered writes that must all survive, a planned
 switchover, kill -9 of the primary's postmaster, the primary's whole machine frozen (the
 old primary rejoins as a replica by itself when it thaws), backups and archiving going
-on from the new leader, a rolling restart that changes a postmaster setting, and a rerun
-of site.yml that changes nothing and moves no leader.
+on from the new leader, a replica copied again from the leader, a rolling restart that
+changes a postmaster setting, and a rerun of site.yml that changes nothing and moves no
+leader.
 
 The tests run in file order and share the machines."""
 
@@ -451,6 +452,32 @@ def test_backups_go_on_after_the_failovers():
     assert newest["type"] == "diff" and newest["timestamp"]["stop"] > time.time() - took - 60
     # A WAL file name starts with its timeline (8 hex digits).
     assert timeline > 1 and int(newest["archive"]["start"][:8], 16) == timeline, newest
+
+
+def test_reinit_of_a_replica_fails_no_request(product_id):
+    """pg_reinit.yml on the asynchronous replica: its data directory copied again from
+    the leader while the load runs. The leader itself is refused, and left alone."""
+    now = wait_cluster()
+    lead = leader(now)
+    started = psql(lead, "SELECT pg_postmaster_start_time()", db="postgres")
+    refused = run_playbook("pg_reinit.yml", INVENTORY, "-e", f"patroni_reinit_member={lead}")
+    assert refused.returncode != 0 and "No reinitialisation" in refused.stdout
+    assert psql(lead, "SELECT pg_postmaster_start_time()", db="postgres") == started
+    replica = next(m["name"] for m in now if m["role"] == "replica")
+    before = psql(replica, "SELECT pg_postmaster_start_time()", db="postgres")
+
+    def reinit():
+        t0 = time.time()
+        run = run_playbook("pg_reinit.yml", INVENTORY, "-e", f"patroni_reinit_member={replica}")
+        assert run.returncode == 0, run.stdout[-3000:]
+        record("reinit_playbook", member=replica, seconds=round(time.time() - t0, 1))
+        return t0
+
+    load, writes, fig = drill("reinit_replica", product_id, reinit)
+    assert psql(replica, "SELECT pg_postmaster_start_time()", db="postgres") != before
+    assert fig["leader_after"] == lead, fig
+    assert fig["failed"] == 0 and fig["numbered_failed"] == 0, fig
+    assert fig["missing_acked"] == [], fig
 
 
 def machine_pids(name: str) -> list[int]:
