@@ -201,7 +201,10 @@ def drill(name: str, product_id: int, action, frozen: str | None = None):
     """Mixed load and numbered writes around `action()` (which returns the time the fault
     began): prints and returns the figures. With `frozen` (a member still frozen), the
     cluster is read from the other members, without waiting for all three."""
-    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=10)
+    # The clients wait up to 30 s, as a browser would (Nginx itself gives the app 60 s):
+    # with the primary frozen, a request the app sends to it waits for the driver's
+    # command timeout first. The slowest answer of each target is printed.
+    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=30)
     with NumberedWrites() as writes:
         outcome, wall = load.around(lambda: writes.until_resumed(action()), settle=3)
     now = [m for m in members(skip=frozen) if m["name"] != frozen] if frozen else wait_cluster()
@@ -209,7 +212,12 @@ def drill(name: str, product_id: int, action, frozen: str | None = None):
         "wall_s": round(wall, 1),
         "sent": load.result.sent,
         "failed": load.result.bad,
-        "per_target": {k: v.summary()["statuses"] for k, v in load.by_target.items()},
+        "per_target": {
+            k: {**v.summary()["statuses"], **v.errors} for k, v in load.by_target.items()
+        },
+        "slowest_s": {
+            k: round(max(v.latencies_ms, default=0) / 1000, 1) for k, v in load.by_target.items()
+        },
         "errors": dict(load.result.errors),
         "numbered_sent": len(writes.acked) + len(writes.failed),
         "numbered_acked": len(writes.acked),
