@@ -27,6 +27,20 @@ _BASE_CONFIG = SettingsConfigDict(
 )
 
 
+def split_host_port(item: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[addr]:port`) to (host, port); ValueError if malformed."""
+    host, _sep, port = item.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets is ambiguous
+    if not host or any(c.isspace() for c in host) or not port.isdigit():
+        raise ValueError(f"{item!r} is not host:port")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{item!r}: the port must be 1-65535")
+    return host, int(port)
+
+
 def normalise_database_url(value: str) -> str:
     """Return a `postgresql+asyncpg://` URL; reject anything else."""
     value = value.strip()
@@ -95,6 +109,12 @@ class Settings(DatabaseSettings):
     # After a Redis error, cache reads skip Redis for this long instead of
     # paying a timeout on every request.
     redis_retry_interval: float = Field(2.0, ge=0)
+    # Sentinel mode when set: REDIS_URL then gives only the user, password and db.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_service: str = Field("fastapi-ops", min_length=1)
+    # A lock counts only once this many replicas have it (WAIT): asynchronous
+    # replication would otherwise lose it with a master that dies.
+    redis_lock_replicas: int = Field(0, ge=0)
 
     cache_enabled: bool = True
     cache_prefix: str = Field("app", min_length=1)
@@ -118,14 +138,17 @@ class Settings(DatabaseSettings):
             raise ValueError("must start with '/' and not end with '/'")
         return value.rstrip("/")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "redis_sentinels", mode="before")
     @classmethod
-    def _cors_origins(cls, value: object) -> object:
+    def _list(cls, value: object) -> object:
         # Accept a JSON list or a comma-separated list.
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from None
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
@@ -135,6 +158,13 @@ class Settings(DatabaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _redis_sentinels(cls, value: list[str]) -> list[str]:
+        for item in value:
+            split_host_port(item)
+        return [item.strip() for item in value]
 
     @field_validator("app_release", "sentry_dsn", mode="before")
     @classmethod
@@ -151,6 +181,15 @@ class Settings(DatabaseSettings):
             raise ValueError(
                 f"SECRET_KEY must be set (at least {_MIN_SECRET_LENGTH} characters) "
                 f"when ENVIRONMENT={self.environment}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sentinel_url(self) -> Settings:
+        if self.redis_sentinels and not self.redis_url.startswith("redis://"):
+            raise ValueError(
+                "REDIS_URL must be redis:// when REDIS_SENTINELS is set "
+                "(TLS and unix sockets are not supported with Sentinel)"
             )
         return self
 

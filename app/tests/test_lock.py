@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
-from app.lock import RedisLock
+from app.lock import LockNotReplicated, RedisLock
 from tests.conftest import REDIS_URL, product
 
 
@@ -59,6 +60,32 @@ async def test_release_never_deletes_someone_elses_lock(redis_prefix: str) -> No
         assert await redis.get(key) == second.token
         assert await second.release() is True
         assert await redis.get(key) is None
+    finally:
+        await redis.aclose()
+
+
+async def test_a_retried_set_finds_its_own_lock(redis_prefix: str) -> None:
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    key = f"{redis_prefix}:lock:{uuid.uuid4().hex}"
+    try:
+        lock = RedisLock(redis, key, timeout=5, wait=0)
+        await redis.set(key, lock.token, px=5000)  # as if the first SET's reply was lost
+        assert await lock.acquire()
+        assert await RedisLock(redis, key, timeout=5, wait=0).acquire() is False
+        assert await lock.release() is True
+    finally:
+        await redis.aclose()
+
+
+async def test_lock_without_enough_replicas_is_released(redis_prefix: str) -> None:
+    # The test Redis has no replica: WAIT 1 gives up after replica_timeout.
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    key = f"{redis_prefix}:lock:{uuid.uuid4().hex}"
+    try:
+        lock = RedisLock(redis, key, timeout=5, wait=1, replicas=1, replica_timeout=0.05)
+        with pytest.raises(LockNotReplicated, match="0 of 1 replicas"):
+            await lock.acquire()
+        assert (lock.owned, await redis.get(key)) == (False, None)
     finally:
         await redis.aclose()
 

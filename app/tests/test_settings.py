@@ -137,3 +137,72 @@ def test_default_timeouts_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_database_settings().db_statement_timeout_ms == 30_000
     monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "0")
     assert connect_args(load_settings(), "app")["command_timeout"] is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", []),
+        ("10.0.0.1:26379, 10.0.0.2:26379", ["10.0.0.1:26379", "10.0.0.2:26379"]),
+        ('["s1.internal:26379", "[::1]:26380"]', ["s1.internal:26379", "[::1]:26380"]),
+    ],
+)
+def test_redis_sentinels_comma_or_json(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("REDIS_SENTINELS", raw)
+    settings = load_settings()
+    assert settings.redis_sentinels == expected
+    assert (settings.redis_sentinel_service, settings.redis_lock_replicas) == ("fastapi-ops", 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "10.0.0.1",
+        "10.0.0.1:0",
+        "10.0.0.1:65536",
+        "10.0.0.1:26379,sentinel",
+        ":26379",
+        "s1:port",
+        "::1:26379",
+        "a b:26379",
+        '["10.0.0.1:26379", 5]',
+        "[not json",
+    ],
+)
+def test_bad_redis_sentinels_stop_start_up(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("REDIS_SENTINELS", raw)
+    with pytest.raises(SettingsError, match="REDIS_SENTINELS"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REDIS_URL", "unix:///run/redis.sock"), ("REDIS_URL", "rediss://u:p@h:6380/0")],
+)
+def test_sentinel_mode_needs_a_redis_url(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv(name, value)
+    assert load_settings().redis_url == value  # fine without Sentinel
+    monkeypatch.setenv("REDIS_SENTINELS", "10.0.0.1:26379")
+    with pytest.raises(SettingsError, match="REDIS_URL must be redis://"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("REDIS_LOCK_REPLICAS", "-1"), ("REDIS_SENTINEL_SERVICE", "")]
+)
+def test_bad_sentinel_settings(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()

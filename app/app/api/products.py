@@ -136,6 +136,9 @@ def _lock(request: Request, product_id: int) -> RedisLock:
         cache.key("lock", item_namespace(product_id)),
         timeout=settings.lock_timeout,
         wait=settings.lock_wait,
+        replicas=settings.redis_lock_replicas,
+        # WAIT's reply must arrive within the socket timeout.
+        replica_timeout=settings.redis_socket_timeout / 2,
     )
 
 
@@ -145,7 +148,8 @@ async def _locked_write(request: Request, product_id: int, session: AsyncSession
     try:
         acquired = await lock.acquire()
     except (RedisError, OSError):
-        # Without Redis the write could not invalidate the cache either.
+        # Without Redis the write could not invalidate the cache either. Also a lock
+        # too few replicas acknowledged (LockNotReplicated is a RedisError).
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "writes are unavailable while Redis is unreachable",
