@@ -1,7 +1,9 @@
 """Scenario patroni: pg1-pg3 run PostgreSQL under Patroni (synchronous mode) with a
 3-member etcd over TLS; pgedge runs the cache, the app, Nginx and Prometheus.
 
-Proven here, with figures printed for the issue note: the cluster as built (one leader,
+Proven here, with figures printed for the issue note: Redis as built (a master, two
+replicas, three Sentinels, the default user refused, closed to other hosts), a Sentinel
+stopped and kill -9 of the Redis master under load; the PostgreSQL cluster as built (one leader,
 a synchronous and an asynchronous replica, checksums, the same settings everywhere,
 etcd's TLS, the REST API's password and firewall, the app's URL naming every host,
 Prometheus scraping every member and finding the metrics of the alert rules);
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -148,16 +151,20 @@ class NumberedWrites:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    ok_status = 201
+
+    def send(self, client: httpx.Client, n: int) -> httpx.Response:
+        body = {"sku": f"seq-{self.run}-{n}", "name": "Seq", "price": "1.00", "category": "seq"}
+        return client.post(f"{LB_URL}/api/v1/products", json=body)
+
     def _loop(self) -> None:
         with httpx.Client(verify=False, timeout=10) as client:
             n = 0
             while not self._stop.is_set():
                 n += 1
-                body = {"sku": f"seq-{self.run}-{n}", "name": "Seq", "price": "1.00"}
-                body["category"] = "seq"
                 try:
-                    resp = client.post(f"{LB_URL}/api/v1/products", json=body)
-                    if resp.status_code == 201:
+                    resp = self.send(client, n)
+                    if resp.status_code == self.ok_status:
                         self.acked.append(n)
                         self.ok_times.append(time.time())
                     else:
@@ -195,6 +202,28 @@ class NumberedWrites:
         rows = psql(host, f"SELECT sku FROM products WHERE sku LIKE 'seq-{self.run}-%'")
         there = {int(s.rsplit("-", 1)[1]) for s in rows.split()}
         return sorted(set(self.acked) - there)
+
+
+class LockedUpdates(NumberedWrites):
+    """PATCHes of one product one after the other: each takes the product's lock in Redis
+    (a 503 while the app cannot), so the first 200 after the last failure is the app back
+    on the Redis master."""
+
+    ok_status = 200
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__()
+        self.url = f"{LB_URL}/api/v1/products/{product_id}"
+
+    def send(self, client: httpx.Client, n: int) -> httpx.Response:
+        return client.patch(self.url, json={"name": f"Update {n}"})
+
+    def figures(self, t0: float) -> dict:
+        return {
+            "updates_sent": len(self.acked) + len(self.failed),
+            "updates_failed": dict(Counter(why for _t, why in self.failed)),
+            "back_on_redis_after_s": self.resumed_after(t0),
+        }
 
 
 def drill(name: str, product_id: int, action, frozen: str | None = None):
@@ -343,6 +372,171 @@ def test_prometheus_scrapes_every_member_and_the_rules_find_their_metrics():
             for rule in group["rules"]:
                 used = {n for n in dashboards.metric_names(rule["expr"]) if ":" not in n}
                 assert used <= live, (rule.get("alert"), sorted(used - live))
+
+
+# --- Redis under Sentinel -------------------------------------------------------------------
+
+CACHE_HOSTS = SENTINEL_HOSTS = DB_HOSTS
+SERVICE = "fastapi-ops"
+
+
+def secret(name: str) -> str:
+    return machine("pg1").backend.get_variables()[name]
+
+
+def sentinel(host: str, *args: str, user: str = "sentinel", timeout: float = 3):
+    """A command to the Sentinel of `host`, sent from that machine."""
+    password = secret("redis_sentinel_password" if user == "sentinel" else "redis_app_password")
+    return machine(host).run(
+        "REDISCLI_AUTH=%s timeout %s redis-cli -e -p 26379 --user %s " + " ".join(args),
+        password,
+        str(timeout),
+        user,
+    )
+
+
+def redis_master(skip: str | None = None) -> str:
+    """The master's machine, as the first Sentinel that answers names it."""
+    names = {address(h): h for h in CACHE_HOSTS}
+    for host in (h for h in SENTINEL_HOSTS if h != skip):
+        out = sentinel(host, "SENTINEL", "get-master-addr-by-name", SERVICE)
+        if out.rc == 0 and out.stdout.strip():
+            return names[out.stdout.split()[0]]
+    raise AssertionError("no Sentinel names a master")
+
+
+def redis_role(host: str) -> list[str]:
+    """ROLE of the data node, asked as the role's own user (its password stays on the host)."""
+    return (
+        machine(host)
+        .check_output(
+            "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli -e --user fastapi-ops ROLE"
+        )
+        .split()
+    )
+
+
+def sentinel_view(host: str) -> dict[str, str]:
+    lines = sentinel(host, "SENTINEL", "MASTER", SERVICE).stdout.split()
+    return dict(zip(lines[::2], lines[1::2], strict=False))
+
+
+def wait_replica_of(host: str, master: str, timeout: float = 90) -> float:
+    """Seconds until `host` replicates from `master` with its link up."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            role = redis_role(host)
+        except AssertionError:
+            role = []
+        if role[:3] == ["slave", address(master), "6379"] and "connected" in role:
+            return round(time.monotonic() - t0, 1)
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{host} is not a replica of {master}: {role}")
+        time.sleep(1)
+
+
+def test_redis_master_replica_and_three_sentinels():
+    """As built: pg1 is the master (the first cache host, on the first run), pg2 and pg3
+    its replicas; each Sentinel sees the master, two replicas and two other Sentinels,
+    quorum 2."""
+    assert redis_master() == "pg1"
+    for host in ("pg2", "pg3"):
+        wait_replica_of(host, "pg1", timeout=30)
+    for host in SENTINEL_HOSTS:
+        view = sentinel_view(host)
+        assert view["flags"] == "master", (host, view)
+        assert (view["num-slaves"], view["num-other-sentinels"], view["quorum"]) == ("2", "2", "2")
+    env = machine("pgedge").check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
+    sentinels = re.search(r'^REDIS_SENTINELS="(.*)"$', env, re.M).group(1)
+    assert sentinels == ",".join(f"{address(h)}:26379" for h in SENTINEL_HOSTS), sentinels
+    assert re.search(r'^REDIS_LOCK_REPLICAS="1"$', env, re.M), env
+
+
+def test_redis_and_sentinel_refuse_the_default_user_and_keep_the_app_to_its_commands():
+    for port in (6379, 26379):  # from pg3, a cache host: both are open to it
+        out = machine("pg3").run("redis-cli -h %s -p %s PING", address("pg1"), str(port))
+        assert "NOAUTH" in out.stdout + out.stderr, (port, out.stdout, out.stderr)
+    # The app may ask where the master is, not move it.
+    out = sentinel("pg3", "SENTINEL", "FAILOVER", SERVICE, user="app")
+    assert out.rc != 0 and "NOPERM" in out.stdout + out.stderr, out
+    # The users live in the aclfile: a CONFIG REWRITE never copies them into redis.conf.
+    for host in CACHE_HOSTS:
+        conf = machine(host).check_output("cat /etc/redis/redis.conf")
+        assert conf.startswith("# Written once by fastapi_ops.stack.redis"), conf[:200]
+        assert not re.search(r"^user ", conf, re.M), host
+
+
+def test_redis_and_sentinel_are_closed_to_other_hosts():
+    # The controller is neither an app, a cache nor a monitoring host: dropped.
+    for port in (6379, 26379):
+        with pytest.raises(httpx.ConnectTimeout):
+            httpx.get(f"http://{address('pg1')}:{port}/", timeout=2)
+
+
+def test_stopping_one_sentinel_fails_no_request(product_id):
+    """The first Sentinel of the app's list stopped for 10 s under load; started again,
+    it finds its peers."""
+
+    stopped = {}
+
+    def stop():
+        t0 = stopped["t0"] = time.time()
+        machine("pg1").check_output("systemctl stop redis-sentinel")
+        time.sleep(10)
+        return t0
+
+    try:
+        with LockedUpdates(product_id) as updates:
+            load, writes, fig = drill("redis_sentinel_stopped", product_id, stop)
+    finally:
+        machine("pg1").check_output("systemctl start redis-sentinel")
+    record("redis_sentinel_stopped_updates", **updates.figures(stopped["t0"]))
+    assert fig["failed"] == 0 and fig["numbered_failed"] == 0, fig
+    assert updates.acked and not updates.failed, updates.failed
+    deadline = time.monotonic() + 30
+    while sentinel_view("pg1").get("num-other-sentinels") != "2":
+        assert time.monotonic() < deadline, sentinel_view("pg1")
+        time.sleep(1)
+
+
+def test_kill_9_of_the_redis_master(product_id):
+    """kill -9 of redis-server on the master: Sentinel promotes a replica, the app's
+    writes (a lock in Redis, acknowledged by a replica) come back on it, no read fails;
+    the old master, restarted by systemd after RestartSec, rejoins as a replica."""
+    old = redis_master()
+    promoted = {}
+
+    def kill():
+        t0 = promoted["t0"] = time.time()
+        machine(old).check_output("kill -9 $(systemctl show -p MainPID --value redis-server)")
+        while redis_master(skip=old) == old:
+            assert time.time() - t0 < 60, "no promotion"
+            time.sleep(0.2)
+        promoted["s"] = round(time.time() - t0, 1)
+        updates.until_resumed(t0)
+        return t0
+
+    with LockedUpdates(product_id) as updates:
+        load, writes, fig = drill("redis_kill_9_master", product_id, kill)
+    new = redis_master()
+    rejoined = wait_replica_of(old, new)
+    back = updates.figures(promoted["t0"])
+    record(
+        "redis_failover",
+        old=old,
+        new=new,
+        promoted_after_s=promoted["s"],
+        rejoined_s=rejoined,
+        **back,
+    )
+    assert read_failures(load) == 0, fig
+    assert set(back["updates_failed"]) <= {"503"}, back
+    assert back["back_on_redis_after_s"] <= 10, back
+    assert fig["missing_acked"] == [], fig
+    for host in CACHE_HOSTS:
+        if host != new:
+            wait_replica_of(host, new)
 
 
 # --- Drills under load --------------------------------------------------------------------
@@ -500,15 +694,18 @@ def machine_pids(name: str) -> list[int]:
 
 
 def test_rerun_of_site_changes_nothing_and_keeps_the_leader():
-    """On the db hosts, where the drills moved the lead three times (pgedge's roles are
-    proven idempotent in the other scenarios; a whole rerun here doubled its cost)."""
+    """On the db hosts, where the drills moved the lead three times and the Redis master
+    once (pgedge's roles are proven idempotent in the other scenarios; a whole rerun here
+    doubled its cost): no change, no master moved back to the first cache host."""
     before = leader(wait_cluster())
+    redis_before = redis_master()
     run = run_playbook("site.yml", INVENTORY, "--limit", "db")
     assert run.returncode == 0, run.stdout[-3000:]
     recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M)
     assert {host for host, _changed in recap} >= set(DB_HOSTS), recap
     assert all(changed == "0" for _host, changed in recap), recap
     assert leader(wait_cluster()) == before
+    assert redis_master() == redis_before
 
 
 def test_a_postmaster_setting_rolls_through_the_cluster_without_a_failed_read(product_id):
