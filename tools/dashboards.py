@@ -5,7 +5,7 @@ the metric names a dashboard's queries use.
     python -m tools.dashboards --check  # exit 1 when the JSON is stale
 
 The JSON is committed (the role copies it as is); tests compare it with this generator
-and the metric names with a live scrape of the lab (molecule/monitoring).
+and the metric names with a live scrape of the lab (molecule/cluster, test_2_monitoring.py).
 """
 
 from __future__ import annotations

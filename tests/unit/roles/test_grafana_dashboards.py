@@ -1,6 +1,6 @@
 """The grafana role's dashboards: generated JSON is current, each is a well-formed Grafana
 dashboard on the provisioned data source, and the PromQL metric-name extraction that the
-live check (molecule/monitoring) relies on is right.
+live check (molecule/cluster/tests/test_2_monitoring.py) relies on is right.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def test_app_dashboard_uses_the_apps_metric_names():
 
 
 # What the edge dashboard may use besides the mtail program's metrics: the blackbox
-# exporter's http prober (the live check in molecule/monitoring scrapes both).
+# exporter's http prober (the live check in the cluster scenario scrapes both).
 BLACKBOX_METRICS = {"probe_success", "probe_duration_seconds", "probe_http_status_code"}
 
 
@@ -162,7 +162,7 @@ def test_edge_dashboard_uses_only_edge_metrics():
 
 def test_patroni_row_uses_only_names_patroni_and_etcd_export():
     """The postgres dashboard's Patroni cluster row, checked offline against Patroni 3.0.2's
-    and etcd 3.4.23's sources (molecule/monitoring has no Patroni to scrape)."""
+    and etcd 3.4.23's sources (the cluster scenario has no Patroni to scrape)."""
     doc = yaml.safe_load((REPO / "tests" / "unit" / "fixtures" / "ha_metrics.yml").read_text())
     dash = json.loads((ROLE / "files/dashboards/postgres.json").read_text())
     titles = [p["title"] for p in dash["panels"]]

@@ -92,8 +92,9 @@ def ha_metrics() -> set[str]:
 
 
 def test_patroni_and_etcd_rules_use_only_names_those_versions_export():
-    """Offline stand-in for a live scrape (no Patroni in the unit tests, none in
-    molecule/monitoring): a misspelt name would leave an alert silent forever."""
+    """Offline stand-in for a live scrape (no Patroni in the unit tests, none in the
+    cluster scenario's monitoring checks): a misspelt name would leave an alert silent
+    forever."""
     used = set()
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:

@@ -1,30 +1,33 @@
-"""Live checks of the monitoring tier on the lab (run on each `monitoring` host).
+"""Live checks of the monitoring tier of the converged cluster, run on the monitoring host.
 
 Targets, firewall, alert rules, retention, dashboards' metric names against a live scrape,
 the app's request counter against traffic sent, the edge metrics (mtail on the lb) against
-requests sent through Nginx, the health probe, and Redis going down.
+requests sent through Nginx, the health probe, the certificate expiry metric, Grafana's
+provisioning, and Redis going down.
+
+They run before the drills (file order): the drills' restarts, kills and reboots would
+leave resets and gaps in the counters and targets checked here. The scenario's
+group_vars/monitoring.yml scrapes every 5 s and watches prepare.yml's test certificate.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import time
-from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-import testinfra
 import yaml
+from conftest import APP_HOSTS, CACHE, LB, MON, ROOT, address, group, machine
 
-testinfra_hosts = ["ansible://monitoring"]
+from tools import dashboards
 
-REPO = Path(__file__).resolve().parents[3]
-RULES_DIR = REPO / "roles" / "prometheus" / "files" / "rules"
-DASHBOARDS_DIR = REPO / "roles" / "grafana" / "files" / "dashboards"
-sys.path.insert(0, str(REPO))  # tools.dashboards
-from tools import dashboards  # noqa: E402
+testinfra_hosts = [MON]
+
+RULES_DIR = ROOT / "roles" / "prometheus" / "files" / "rules"
+DASHBOARDS_DIR = ROOT / "roles" / "grafana" / "files" / "dashboards"
+ALL_HOSTS = group("all")
+APP_PORT = 8000  # the app role's default, as in conftest.release_of
 
 # Tier job -> (inventory group, port); the node job covers every host.
 EXPORTERS = {
@@ -42,58 +45,32 @@ RULES_ELSEWHERE = {"backup.yml", "patroni.yml", "etcd.yml"}
 METRICS_ELSEWHERE = ("patroni_", "etcd_")
 
 
-def addr(variables: dict, name: str) -> str:
-    hv = variables["hostvars"][name]
-    private = hv.get("private_address", "")
-    # get_variables() returns inventory values unrendered: a templated private_address
-    # (the scenario sets it to "{{ ansible_host }}") resolves to ansible_host.
-    return private if private and "{{" not in private else hv["ansible_host"]
-
-
-@pytest.fixture(scope="module")
-def inv(host):
-    v = host.ansible.get_variables()
-    groups = {g: sorted(h) for g, h in v["groups"].items()}
-    hostvars = {}
-    for name in groups["all"]:
-        other = testinfra.get_host(
-            f"ansible://{name}", ansible_inventory=host.backend.ansible_inventory
-        )
-        hostvars[name] = other.ansible.get_variables()
-    return {"groups": groups, "hostvars": hostvars, "me": v["inventory_hostname"]}
-
-
-def get_host(host, name):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=host.backend.ansible_inventory)
-
-
-def api(host, inv, path: str) -> dict:
-    url = f"http://{addr(inv, inv['me'])}:9090{path}"
+def api(host, path: str) -> dict:
+    url = f"http://{address(MON)}:9090{path}"
     out = host.check_output(f"curl -sS --max-time 10 '{url}'")
     doc = json.loads(out)
     assert doc["status"] == "success", doc
     return doc["data"]
 
 
-def query(host, inv, promql: str) -> list:
-    return api(host, inv, "/api/v1/query?query=" + quote(promql, safe=""))["result"]
+def query(host, promql: str) -> list:
+    return api(host, "/api/v1/query?query=" + quote(promql, safe=""))["result"]
 
 
-def expected_targets(inv) -> set[tuple[str, str]]:
-    g = inv["groups"]
-    want = {("node", h) for h in g["all"]} | {("prometheus", inv["me"])}
-    want |= {("app", h) for h in g.get("app", [])}
-    want |= {("app_probe", h) for h in g.get("app", [])}
-    for job, (group, _unused) in EXPORTERS.items():
-        want |= {(job, h) for h in g.get(group, [])}
+def expected_targets() -> set[tuple[str, str]]:
+    want = {("node", h) for h in ALL_HOSTS} | {("prometheus", MON)}
+    want |= {("app", h) for h in APP_HOSTS}
+    want |= {("app_probe", h) for h in APP_HOSTS}
+    for job, (name, _unused) in EXPORTERS.items():
+        want |= {(job, h) for h in group(name)}
     return want
 
 
-def test_node_exporter_everywhere_on_private_address_hardened(host, inv):
-    for name in inv["groups"]["all"]:
-        h = get_host(host, name)
+def test_node_exporter_everywhere_on_private_address_hardened():
+    for name in ALL_HOSTS:
+        h = machine(name)
         assert h.service("prometheus-node-exporter").is_running
-        assert h.socket(f"tcp://{addr(inv, name)}:9100").is_listening
+        assert h.socket(f"tcp://{address(name)}:9100").is_listening
         assert not h.socket("tcp://0.0.0.0:9100").is_listening
         out = h.check_output(
             "systemd-analyze security prometheus-node-exporter.service 2>&1 | tail -1"
@@ -103,11 +80,11 @@ def test_node_exporter_everywhere_on_private_address_hardened(host, inv):
         assert exposure <= 2.0, out
 
 
-def test_every_target_is_up(host, inv):
-    want = expected_targets(inv)
+def test_every_target_is_up(host):
+    want = expected_targets()
     deadline = time.monotonic() + 90
     while True:
-        active = api(host, inv, "/api/v1/targets?state=active")["activeTargets"]
+        active = api(host, "/api/v1/targets?state=active")["activeTargets"]
         got = {(t["labels"]["job"], t["labels"]["instance"]): t for t in active}
         down = {k: (t["health"], t["lastError"]) for k, t in got.items() if t["health"] != "up"}
         if set(got) == want and not down or time.monotonic() > deadline:
@@ -117,16 +94,16 @@ def test_every_target_is_up(host, inv):
     assert down == {}
 
 
-def test_instance_labels_are_inventory_hostnames(host, inv):
+def test_instance_labels_are_inventory_hostnames(host):
     # From the active targets: series of Debian's default config (localhost:9090), scraped
     # before the role's config was loaded, may still be in the TSDB.
-    active = api(host, inv, "/api/v1/targets?state=active")["activeTargets"]
-    assert {t["labels"]["instance"] for t in active} == set(inv["groups"]["all"])
+    active = api(host, "/api/v1/targets?state=active")["activeTargets"]
+    assert {t["labels"]["instance"] for t in active} == set(ALL_HOSTS)
 
 
-def test_alert_rules_loaded(host, inv):
+def test_alert_rules_loaded(host):
     loaded = {
-        r["name"] for g in api(host, inv, "/api/v1/rules?type=alert")["groups"] for r in g["rules"]
+        r["name"] for g in api(host, "/api/v1/rules?type=alert")["groups"] for r in g["rules"]
     }
     defined = {
         r["alert"]
@@ -138,48 +115,43 @@ def test_alert_rules_loaded(host, inv):
     assert defined and loaded == defined
 
 
-def test_retention_and_listen_address(host, inv):
-    flags = api(host, inv, "/api/v1/status/flags")
+def test_retention_and_listen_address(host):
+    flags = api(host, "/api/v1/status/flags")
     assert flags["storage.tsdb.retention.time"] == "15d"
-    assert flags["web.listen-address"] == f"{addr(inv, inv['me'])}:9090"
+    assert flags["web.listen-address"] == f"{address(MON)}:9090"
     assert host.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
 
 
-def _ports_of(inv, name) -> list[int]:
+def _ports_of(name) -> list[int]:
     ports = [9100]
-    g = inv["groups"]
-    ports += [port for group, port in EXPORTERS.values() if name in g.get(group, [])]
-    if name in g.get("monitoring", []):
+    ports += [port for grp, port in EXPORTERS.values() if name in group(grp)]
+    if name in group("monitoring"):
         ports += [9090]
     return ports
 
 
-def test_ports_closed_from_non_monitoring_hosts(host, inv):
-    g = inv["groups"]
-    outsiders = [h for h in g["all"] if h not in g.get("monitoring", [])]
-    assert outsiders, "the scenario needs a host outside `monitoring`"
-    src = get_host(host, outsiders[0])
-    for name in g["all"]:
-        if name == outsiders[0]:
+def test_ports_closed_from_non_monitoring_hosts(host):
+    outsider = next(h for h in ALL_HOSTS if h not in group("monitoring"))
+    src = machine(outsider)
+    for name in ALL_HOSTS:
+        if name == outsider:
             continue
-        for port in _ports_of(inv, name):
-            r = src.run(
-                f"curl -s -o /dev/null --max-time 3 http://{addr(inv, name)}:{port}/metrics"
-            )
-            assert r.rc == 28, f"{outsiders[0]} -> {name}:{port} must time out (dropped), rc={r.rc}"
+        for port in _ports_of(name):
+            r = src.run(f"curl -s -o /dev/null --max-time 3 http://{address(name)}:{port}/metrics")
+            assert r.rc == 28, f"{outsider} -> {name}:{port} must time out (dropped), rc={r.rc}"
             # ...and open from the monitoring host.
             assert (
                 host.run(
-                    f"curl -sf -o /dev/null --max-time 5 http://{addr(inv, name)}:{port}/metrics"
+                    f"curl -sf -o /dev/null --max-time 5 http://{address(name)}:{port}/metrics"
                 ).rc
                 == 0
             )
 
 
-def live_metric_names(host, inv) -> set[str]:
+def live_metric_names(host) -> set[str]:
     """Names Prometheus has stored plus every name a target declares (# TYPE) in a scrape."""
-    names = set(api(host, inv, "/api/v1/label/__name__/values"))
-    for t in api(host, inv, "/api/v1/targets?state=active")["activeTargets"]:
+    names = set(api(host, "/api/v1/label/__name__/values"))
+    for t in api(host, "/api/v1/targets?state=active")["activeTargets"]:
         text = host.check_output(f"curl -sS --max-time 10 '{t['scrapeUrl']}'")
         for m in re.finditer(r"^# TYPE (\S+) (\w+)", text, re.M):
             name, kind = m.groups()
@@ -189,91 +161,79 @@ def live_metric_names(host, inv) -> set[str]:
     return names
 
 
-def exercise_app(host, inv) -> None:
+def exercise_app(host) -> None:
     """Labelled counters appear on first use: read products twice (cache miss, then hit)."""
-    for a in inv["groups"].get("app", []):
-        port = inv["hostvars"][a].get("app_port", 8000)
+    for a in APP_HOSTS:
         for _unused in range(2):
             host.check_output(
-                f"curl -sf --max-time 10 http://{addr(inv, a)}:{port}/api/v1/products"
+                f"curl -sf --max-time 10 http://{address(a)}:{APP_PORT}/api/v1/products"
             )
 
 
-def exercise_edge(host, inv, n: int) -> None:
-    """n GETs of /health/live through every lb's Nginx (HTTPS, self-signed), each 200."""
-    for lb in inv["groups"].get("lb", []):
-        out = host.check_output(
-            f"for i in $(seq {n}); do curl -sk -o /dev/null -w '%{{http_code}}\\n' "
-            f"--max-time 10 https://{addr(inv, lb)}/health/live; done"
-        )
-        assert out.split() == ["200"] * n, out
+def exercise_edge(host, n: int) -> None:
+    """n GETs of /health/live through the lb's Nginx (HTTPS, self-signed), each 200."""
+    out = host.check_output(
+        f"for i in $(seq {n}); do curl -sk -o /dev/null -w '%{{http_code}}\\n' "
+        f"--max-time 10 https://{address(LB)}/health/live; done"
+    )
+    assert out.split() == ["200"] * n, out
 
 
-def _edge_count(host, inv, lb: str) -> float:
+def _edge_count(host) -> float:
     r = query(
         host,
-        inv,
-        f'sum(nginx_http_requests_total{{job="nginx_log", instance="{lb}", method="GET", '
+        f'sum(nginx_http_requests_total{{job="nginx_log", instance="{LB}", method="GET", '
         f'status="200"}})',
     )
     return float(r[0]["value"][1]) if r else 0.0
 
 
-def test_requests_through_nginx_are_counted_per_app(host, inv):
+def test_requests_through_nginx_are_counted_per_app(host):
     """mtail reads the JSON access log: n requests through Nginx add n to the counter."""
-    lbs = inv["groups"].get("lb", [])
-    if not lbs:
-        pytest.fail("the scenario has no `lb` host")
     n = 10  # within the rate limit's burst (20): every one is a 200
-    exercise_edge(host, inv, 1)  # the series exists from its first request on
-    for lb in lbs:
-        deadline = time.monotonic() + 30
-        while _edge_count(host, inv, lb) == 0:
-            assert time.monotonic() < deadline, f"no nginx_http_requests_total from {lb}"
-            time.sleep(2)
+    exercise_edge(host, 1)  # the series exists from its first request on
+    deadline = time.monotonic() + 30
+    while _edge_count(host) == 0:
+        assert time.monotonic() < deadline, f"no nginx_http_requests_total from {LB}"
+        time.sleep(2)
     time.sleep(6)  # the log is flushed every second, scraped every 5 s
-    before = {lb: _edge_count(host, inv, lb) for lb in lbs}
-    exercise_edge(host, inv, n)
-    for lb in lbs:
-        deadline, after = time.monotonic() + 60, before[lb]
-        while after - before[lb] < n and time.monotonic() < deadline:
-            time.sleep(2)
-            after = _edge_count(host, inv, lb)
-        assert after - before[lb] == n, (lb, before[lb], after)
-        print(f"{lb}: nginx_http_requests_total GET 200 before={before[lb]} after={after}")
+    before = _edge_count(host)
+    exercise_edge(host, n)
+    deadline, after = time.monotonic() + 60, before
+    while after - before < n and time.monotonic() < deadline:
+        time.sleep(2)
+        after = _edge_count(host)
+    assert after - before == n, (LB, before, after)
+    print(f"{LB}: nginx_http_requests_total GET 200 before={before} after={after}")
     # One app label per Nginx (nginx_app_name: the app hosts' app_name, here the app role's
     # default), and latency in the millisecond buckets.
-    app_name = yaml.safe_load((REPO / "roles/app/defaults/main.yml").read_text())["app_name"]
-    apps = query(host, inv, 'count by (app) (nginx_http_requests_total{job="nginx_log"})')
+    app_name = yaml.safe_load((ROOT / "roles/app/defaults/main.yml").read_text())["app_name"]
+    apps = query(host, 'count by (app) (nginx_http_requests_total{job="nginx_log"})')
     assert [r["metric"]["app"] for r in apps] == [app_name]
-    fast = query(
-        host, inv, 'sum(nginx_http_request_duration_seconds_bucket{job="nginx_log", le="0.1"})'
-    )
+    fast = query(host, 'sum(nginx_http_request_duration_seconds_bucket{job="nginx_log", le="0.1"})')
     assert fast and float(fast[0]["value"][1]) >= n
 
 
-def test_app_health_probe_succeeds(host, inv):
-    apps = inv["groups"].get("app", [])
-    if not apps:
-        pytest.fail("the scenario has no `app` host")
+def test_app_health_probe_succeeds(host):
     deadline = time.monotonic() + 60
     while True:
         got = {
             r["metric"]["instance"]: r["value"][1]
-            for r in query(host, inv, 'probe_success{job="app_probe"}')
+            for r in query(host, 'probe_success{job="app_probe"}')
         }
-        if got == {a: "1" for a in apps} or time.monotonic() > deadline:
+        if got == {a: "1" for a in APP_HOSTS} or time.monotonic() > deadline:
             break
         time.sleep(3)
-    assert got == {a: "1" for a in apps}
-    status = query(host, inv, 'probe_http_status_code{job="app_probe"}')
+    assert got == {a: "1" for a in APP_HOSTS}
+    status = query(host, 'probe_http_status_code{job="app_probe"}')
     assert {r["value"][1] for r in status} == {"200"}
 
 
-def test_blackbox_and_mtail_listen_where_they_should_hardened(host, inv):
-    checks = [(host, "prometheus-blackbox-exporter", "127.0.0.1:9115")]
-    for lb in inv["groups"].get("lb", []):
-        checks.append((get_host(host, lb), "mtail", f"{addr(inv, lb)}:3903"))
+def test_blackbox_and_mtail_listen_where_they_should_hardened(host):
+    checks = [
+        (host, "prometheus-blackbox-exporter", "127.0.0.1:9115"),
+        (machine(LB), "mtail", f"{address(LB)}:3903"),
+    ]
     for h, unit, listen in checks:
         assert h.service(unit).is_running and h.service(unit).is_enabled
         assert h.socket(f"tcp://{listen}").is_listening
@@ -286,22 +246,12 @@ def test_blackbox_and_mtail_listen_where_they_should_hardened(host, inv):
         assert exposure <= 2.0, out
 
 
-def test_dashboard_metric_names_are_exported(host, inv):
-    exercise_app(host, inv)
-    exercise_edge(host, inv, 2)
-    live = live_metric_names(host, inv)
+def test_dashboard_metric_names_are_exported(host):
+    exercise_app(host)
+    exercise_edge(host, 2)
+    live = live_metric_names(host)
     missing = {}
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
-        job_groups = {
-            "app-red": "app",
-            "edge-red": "lb",
-            "postgres": "db",
-            "redis": "cache",
-            "nginx": "lb",
-        }
-        group = job_groups.get(path.stem)
-        if group and not inv["groups"].get(group):
-            pytest.fail(f"{path.name}: the scenario has no `{group}` host to check it against")
         used = set()
         for q in dashboards.queries(json.loads(path.read_text())):
             used |= dashboards.metric_names(q)
@@ -311,16 +261,16 @@ def test_dashboard_metric_names_are_exported(host, inv):
     assert missing == {}
 
 
-def test_certificate_expiry_metric(host, inv):
-    pem = "/etc/ssl/lab/monitoring.pem"
+def test_certificate_expiry_metric(host):
+    pem = "/etc/ssl/lab/monitoring.pem"  # made by prepare.yml
     end = host.check_output(
         f'date -d "$(openssl x509 -in {pem} -noout -enddate | cut -d= -f2)" +%s'
     )
-    result = query(host, inv, f'node_tls_certificate_not_after_seconds{{path="{pem}"}}')
+    result = query(host, f'node_tls_certificate_not_after_seconds{{path="{pem}"}}')
     assert result and int(float(result[0]["value"][1])) == int(end)
 
 
-def test_grafana_provisioning(host, inv):
+def test_grafana_provisioning(host):
     ini = host.file("/etc/grafana/grafana.ini")
     assert (ini.user, ini.group, ini.mode) == ("root", "grafana", 0o640)
     text = ini.content_string
@@ -341,8 +291,8 @@ def test_grafana_provisioning(host, inv):
     assert not host.service("grafana-server").is_running
 
 
-def _counter(host, inv, route: str) -> float:
-    r = query(host, inv, f'sum(http_requests_total{{job="app", route="{route}"}})')
+def _counter(host, route: str) -> float:
+    r = query(host, f'sum(http_requests_total{{job="app", route="{route}"}})')
     return float(r[0]["value"][1]) if r else 0.0
 
 
@@ -362,56 +312,49 @@ print(ok[0])
 """
 
 
-def test_app_request_rate_matches_traffic(host, inv):
-    apps = inv["groups"].get("app", [])
-    if not apps:
-        pytest.fail("the scenario has no `app` host")
+def test_app_request_rate_matches_traffic(host):
     route, n = "/health/live", 2000
-    port = inv["hostvars"][apps[0]].get("app_port", 8000)
-    targets = ",".join(addr(inv, a) for a in apps)
+    targets = ",".join(address(a) for a in APP_HOSTS)
     host.run("cat > /tmp/load.py <<'EOF'\n" + LOAD + "\nEOF")
     # The series exists from its first request on: create it, and let a scrape see it,
     # so that the baseline and rate() have samples before the measured traffic.
-    host.check_output(f"python3 /tmp/load.py {targets} {port} {route} 8")
+    host.check_output(f"python3 /tmp/load.py {targets} {APP_PORT} {route} 8")
     deadline = time.monotonic() + 30
-    while not query(host, inv, f'http_requests_total{{job="app", route="{route}"}}'):
+    while not query(host, f'http_requests_total{{job="app", route="{route}"}}'):
         assert time.monotonic() < deadline, "the app's counter never showed up in Prometheus"
         time.sleep(2)
     time.sleep(6)  # one more scrape (5 s in the lab) so rate() has two samples
-    before = _counter(host, inv, route)
-    sent = int(host.check_output(f"python3 /tmp/load.py {targets} {port} {route} {n}"))
+    before = _counter(host, route)
+    sent = int(host.check_output(f"python3 /tmp/load.py {targets} {APP_PORT} {route} {n}"))
     assert sent == n
     deadline, after = time.monotonic() + 60, before
     while time.monotonic() < deadline:
         time.sleep(5)
-        after = _counter(host, inv, route)
+        after = _counter(host, route)
         if after - before >= n:
             break
     assert abs((after - before) - n) <= 0.01 * n, (before, after, n)
     print(f"app counter {route}: before={before} after={after} sent={n}")
-    rate = query(host, inv, f'sum(rate(http_requests_total{{job="app", route="{route}"}}[1m]))')
+    rate = query(host, f'sum(rate(http_requests_total{{job="app", route="{route}"}}[1m]))')
     assert rate and float(rate[0]["value"][1]) > 0
     # Several workers: the counter is the merge of every worker's file (multiprocess mode).
     unit = "fastapi-ops-app.service"
     workers = int(
-        get_host(host, apps[0]).check_output(
+        machine(APP_HOSTS[0]).check_output(
             f"pgrep -c -P $(systemctl show -p MainPID --value {unit})"
         )
     )
     assert workers >= 2, "the check is meant to sum over several Gunicorn workers"
-    print(f"workers on {apps[0]}: {workers}")
+    print(f"workers on {APP_HOSTS[0]}: {workers}")
 
 
-def test_redis_down_shows_live(host, inv):
-    caches = inv["groups"].get("cache", [])
-    if not caches:
-        pytest.fail("the scenario has no `cache` host")
-    name = caches[0]
-    cache = get_host(host, name)
+def test_redis_down_shows_live(host):
+    name = CACHE
+    cache = machine(name)
     service = "redis-server"
 
     def redis_up() -> str:
-        r = query(host, inv, f'redis_up{{instance="{name}"}}')
+        r = query(host, f'redis_up{{instance="{name}"}}')
         return r[0]["value"][1] if r else "absent"
 
     assert redis_up() == "1"
@@ -422,7 +365,7 @@ def test_redis_down_shows_live(host, inv):
             time.sleep(2)
         assert redis_up() == "0"
         # The exporter itself stays up: the target is up, redis_up says Redis is not.
-        assert query(host, inv, f'up{{job="redis", instance="{name}"}}')[0]["value"][1] == "1"
+        assert query(host, f'up{{job="redis", instance="{name}"}}')[0]["value"][1] == "1"
     finally:
         cache.run(f"systemctl start {service}")
     deadline = time.monotonic() + 60
@@ -431,8 +374,8 @@ def test_redis_down_shows_live(host, inv):
     assert redis_up() == "1"
 
 
-def test_alert_rule_metric_names_are_exported(host, inv):
-    live = live_metric_names(host, inv)
+def test_alert_rule_metric_names_are_exported(host):
+    live = live_metric_names(host)
     missing = {}
     for f in sorted(RULES_DIR.glob("*.yml")):
         if f.name in RULES_ELSEWHERE:
