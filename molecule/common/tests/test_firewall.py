@@ -47,12 +47,19 @@ def test_firewall_drops_unopened_port_from_peer(peers):
     # Opened to group app only: common-a (app) reaches common-b:8081, not the other way.
     assert can_connect(a, address(b), 8081)
     assert not can_connect(b, address(a), 8081)
-    # Never opened: dropped in both directions, while SSH stays reachable.
+    # Never opened: dropped in both directions.
     assert not can_connect(a, address(b), 8080)
     assert not can_connect(b, address(a), 8080)
-    assert can_connect(a, address(b), 22)
     # The listener is really there: the drop is the firewall's doing.
     assert can_connect(b, "127.0.0.1", 8080)
+
+
+def test_ssh_only_from_the_controller_and_the_listed_sources(peers):
+    a, b = peers["common-a"], peers["common-b"]
+    # These tests reach both machines by SSH from the controller, which is never dropped.
+    assert can_connect(a, address(b), 22)  # common-a is in common-b's list
+    assert not can_connect(b, address(a), 22)  # common-a lists nobody
+    assert can_connect(a, "127.0.0.1", 22)  # sshd is there: the drop is the firewall's
 
 
 def test_wrong_type_fails_in_argument_validation(host):
