@@ -70,21 +70,29 @@ def test_no_other_role_or_database_from_the_network(app, db_address, secrets, us
 def test_app_credentials_reach_redis(app, db_address, secrets):
     assert (
         redis(
-            app, db_address, "app", secrets["redis"], "SET", "probe:k", "v", "EX", "60"
+            app, db_address, "app", secrets["redis"], "SET", "app:probe:k", "v", "EX", "60"
         ).stdout.strip()
         == "OK"
     )
-    assert redis(app, db_address, "app", secrets["redis"], "GET", "probe:k").stdout.strip() == "v"
+    assert (
+        redis(app, db_address, "app", secrets["redis"], "GET", "app:probe:k").stdout.strip() == "v"
+    )
     script = (
         "if redis.call('get', KEYS[1]) == ARGV[1] then "
         "return redis.call('del', KEYS[1]) end return 0"
     )
     assert (
         redis(
-            app, db_address, "app", secrets["redis"], "EVAL", script, "1", "probe:k", "v"
+            app, db_address, "app", secrets["redis"], "EVAL", script, "1", "app:probe:k", "v"
         ).stdout.strip()
         == "1"
     )
+
+
+def test_app_keys_only_under_its_prefix(app, db_address, secrets):
+    for command in (["SET", "other:k", "v"], ["GET", "other:k"], ["EVAL", "return 1", "1", "x"]):
+        result = redis(app, db_address, "app", secrets["redis"], *command)
+        assert "NOPERM" in result.stdout + result.stderr, command
 
 
 @pytest.mark.parametrize(
@@ -111,7 +119,7 @@ def test_wrong_password_refused_by_redis(app, db_address):
 
 
 def test_default_user_refused_by_redis(app, db_address):
-    result = redis(app, db_address, None, None, "GET", "probe:k")
+    result = redis(app, db_address, None, None, "GET", "app:probe:k")
     assert "NOAUTH" in result.stdout + result.stderr
 
 
