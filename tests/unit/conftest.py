@@ -4,6 +4,8 @@ importable from the checkout."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,5 +40,52 @@ def run_module(capsys):
             main()
         out = capsys.readouterr().out
         return ModuleResult(json.loads(out))
+
+    return run
+
+
+@pytest.fixture
+def run_tasks(tmp_path):
+    """Run these tasks on localhost (connection local) with the venv's ansible-playbook and
+    these extra variables (passed as JSON, so any string arrives as it is); return the
+    CompletedProcess (output in .stdout)."""
+
+    def run(tasks: list[dict], extra_vars: dict) -> subprocess.CompletedProcess:
+        play = [{"name": "Unit test", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+        (tmp_path / "play.yml").write_text(json.dumps(play))
+        (tmp_path / "vars.json").write_text(json.dumps(extra_vars))
+        inventory = {
+            "all": {
+                "hosts": {
+                    "localhost": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": sys.executable,
+                    }
+                }
+            }
+        }
+        (tmp_path / "hosts.json").write_text(json.dumps(inventory))
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible-tmp"),
+        }
+        return subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "-i",
+                str(tmp_path / "hosts.json"),
+                str(tmp_path / "play.yml"),
+                "-e",
+                f"@{tmp_path / 'vars.json'}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+            check=False,
+        )
 
     return run
