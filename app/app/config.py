@@ -125,6 +125,9 @@ class Settings(DatabaseSettings):
     lock_timeout: float = Field(10.0, gt=0)
     lock_wait: float = Field(5.0, ge=0)
     health_timeout: float = Field(1.0, gt=0)
+    # Bodies above this are refused (413) before they are parsed. The largest valid product,
+    # its 10,000-character description escaped to 12 bytes a character, is under 124 KB.
+    max_body_bytes: int = Field(131_072, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -130,6 +130,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=settings.db_pool_pre_ping,
         pool_use_lifo=True,
         echo=settings.debug,
+        # SQLAlchemy's error text and echo log show the SQL without the values a caller sent.
+        hide_parameters=True,
         connect_args=connect_args(settings, settings.app_name),
     )
     follow_the_primary(engine, settings.db_primary_wait)

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
@@ -17,9 +18,10 @@ from app.db import (
     create_sessionmaker,
     database_unavailable_handler,
 )
+from app.errors import method_not_allowed_handler, validation_error_handler
 from app.log import configure_logging
 from app.metrics import instrument_pool, reset_pool_gauges
-from app.middleware import RequestMiddleware
+from app.middleware import BodyLimitMiddleware, RequestMiddleware
 from app.redis_client import create_redis
 
 log = logging.getLogger(__name__)
@@ -82,8 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Dependency faults are 503 + Retry-After; anything else stays a 500 (middleware).
     app.add_exception_handler(DatabaseUnavailable, database_unavailable_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(405, method_not_allowed_handler)
     app.include_router(products.build_router(settings.api_prefix))
     app.include_router(ops.router)
+    # Innermost: a 413 still gets CORS headers, and the access line.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

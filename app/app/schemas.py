@@ -1,16 +1,81 @@
+"""Request and response bodies. Input constraints are JSON Schema keywords wherever the
+validator can enforce them, so the OpenAPI schema refuses what the validator refuses."""
+
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
-Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
-Stock = Annotated[int, Field(ge=0, le=2_147_483_647)]
+# PostgreSQL cannot store NUL in text. Lone surrogates (not Unicode, no UTF-8 form) never
+# get this far: pydantic refuses them as "string_unicode".
+SafeText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+
+# A label is stored without the blanks around it, so it must hold something else. The set is
+# spelled out (not \s, which Python, Rust and JSON Schema regexes each define differently).
+_BLANKS = " \t\n\r\v\f"
+_LABEL_PATTERN = r"^[^\x00]*[^\x00 \t\n\r\v\f][^\x00]*$"
+# Lengths count the input as sent, as the schema's maxLength does.
+_Stripped = AfterValidator(lambda value: value.strip(_BLANKS))
+Sku = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=_LABEL_PATTERN), _Stripped
+]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=_LABEL_PATTERN), _Stripped
+]
+Category = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=_LABEL_PATTERN), _Stripped
+]
+Description = Annotated[SafeText, Field(max_length=10_000)]
+
+# numeric(12, 2): a number, or a decimal string without sign, exponent, blanks or NaN.
+_PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+_PRICE_MAX = 9_999_999_999.99
+
+
+def _price_string(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(_PRICE_PATTERN, value):
+        raise PydanticCustomError(
+            "price_format", "a price string is digits with up to 2 decimals, e.g. '9.99'"
+        )
+    return value
+
+
+Price = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2),
+    BeforeValidator(_price_string),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": _PRICE_MAX, "multipleOf": 0.01},
+                {"type": "string", "pattern": _PRICE_PATTERN},
+            ]
+        }
+    ),
+]
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer: 5 and 5.0, not true or "5", which pydantic's lax mode takes.
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Stock = Annotated[int, Field(ge=0, le=2_147_483_647), BeforeValidator(_json_integer)]
 
 
 class ProductCreate(BaseModel):
@@ -18,32 +83,31 @@ class ProductCreate(BaseModel):
 
     sku: Sku
     name: Name
-    description: str | None = Field(None, max_length=10_000)
+    description: Description | None = None
     category: Category
     price: Price
     stock: Stock = 0
 
 
+def _no_defaults(schema: dict[str, Any]) -> None:
+    # A PATCH field left out is unchanged, not null: the schema shows no default.
+    for name, prop in schema["properties"].items():
+        if name != "description":
+            prop.pop("default", None)
+
+
 class ProductUpdate(BaseModel):
-    """PATCH body: only the fields sent are changed; null is refused where not nullable."""
+    """PATCH body: only the fields sent are changed. Field(None) marks a field left out;
+    the types have no None, so an explicit null is refused (but for description)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
 
-    sku: Sku | None = None
-    name: Name | None = None
-    description: str | None = Field(None, max_length=10_000)
-    category: Category | None = None
-    price: Price | None = None
-    stock: Stock | None = None
-
-    @model_validator(mode="after")
-    def _no_null_for_required(self) -> ProductUpdate:
-        nulls = [
-            f for f in self.model_fields_set if f != "description" and getattr(self, f) is None
-        ]
-        if nulls:
-            raise ValueError(f"may not be null: {', '.join(sorted(nulls))}")
-        return self
+    sku: Sku = Field(None)
+    name: Name = Field(None)
+    description: Description | None = None
+    category: Category = Field(None)
+    price: Price = Field(None)
+    stock: Stock = Field(None)
 
 
 class ProductOut(BaseModel):
@@ -71,3 +135,13 @@ class VersionOut(BaseModel):
     name: str
     version: str
     release: str | None
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    failing: list[str]
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app import __version__
 from app.metrics import render
-from app.schemas import VersionOut
+from app.schemas import ReadinessOut, VersionOut
 
 router = APIRouter(tags=["ops"])
 log = logging.getLogger(__name__)
@@ -51,7 +51,14 @@ def _abandon(task: asyncio.Task[None]) -> None:
     task.add_done_callback(_forget)
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_model=None,
+    responses={
+        200: {"model": ReadinessOut, "description": "Every dependency answered"},
+        503: {"model": ReadinessOut, "description": "A dependency failed or did not answer"},
+    },
+)
 async def ready(request: Request) -> JSONResponse:
     timeout = request.app.state.settings.health_timeout
     checks = {

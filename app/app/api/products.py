@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import Cache
 from app.config import Settings
 from app.db import get_session
+from app.errors import responses
 from app.lock import RedisLock
 from app.models import Product
-from app.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate
+from app.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, SafeText
 
 # "function": the session commits (or fails, 503) before the response is sent.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -84,7 +85,7 @@ async def list_products(
     session: Session,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    category: Annotated[SafeText | None, Query(min_length=1, max_length=64)] = None,
 ) -> Any:
     async def load() -> dict[str, Any]:
         filters = [Product.category == category] if category is not None else []
@@ -200,11 +201,24 @@ def build_router(api_prefix: str) -> APIRouter:
         methods=["POST"],
         status_code=status.HTTP_201_CREATED,
         response_model=ProductOut,
+        responses=responses(400, 409, 413, 503),
     )
-    router.add_api_route("", list_products, methods=["GET"], response_model=ProductPage)
-    router.add_api_route("/{product_id}", get_product, methods=["GET"], response_model=ProductOut)
     router.add_api_route(
-        "/{product_id}", update_product, methods=["PATCH"], response_model=ProductOut
+        "", list_products, methods=["GET"], response_model=ProductPage, responses=responses(503)
+    )
+    router.add_api_route(
+        "/{product_id}",
+        get_product,
+        methods=["GET"],
+        response_model=ProductOut,
+        responses=responses(404, 503),
+    )
+    router.add_api_route(
+        "/{product_id}",
+        update_product,
+        methods=["PATCH"],
+        response_model=ProductOut,
+        responses=responses(400, 404, 409, 413, 503),
     )
     router.add_api_route(
         "/{product_id}",
@@ -212,5 +226,6 @@ def build_router(api_prefix: str) -> APIRouter:
         methods=["DELETE"],
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
+        responses=responses(404, 409, 503),
     )
     return router
