@@ -297,6 +297,9 @@ def test_body_size_limit_per_location(client, lb_addr):
     status, _unused, _unused = curl(client, lb_addr, "/upload/x", "--data-binary", "@/tmp/edge-2mb")
     assert status == 413
     assert curl(client, lb_addr, "/upload/x", "--data-binary", "small")[0] == 200
+    # Elsewhere the default, what an API needs: 128k.
+    client.run("head -c 200000 /dev/zero > /tmp/edge-200k")
+    assert curl(client, lb_addr, "/x", "--data-binary", "@/tmp/edge-200k")[0] == 413
 
 
 # --- upstream: balancing, passive health, drain ------------------------------------------
