@@ -88,6 +88,9 @@ class Settings(DatabaseSettings):
     app_release: str | None = None
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     sentry_dsn: str | None = None
+    # /docs and /openapi.json: unset, only outside production (the schema maps the API
+    # for an attacker as well as for a client).
+    api_docs: bool | None = None
 
     # A request must fail fast (503) well before the proxy's read timeout (Nginx: 60 s):
     # a slow query is cancelled after 5 s, a request waits at most 2 s for a pooled

@@ -73,12 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     _init_sentry(settings)
+    docs = (
+        settings.api_docs if settings.api_docs is not None else settings.environment != "production"
+    )
     app = FastAPI(
         title=settings.app_name,
         version=__version__,
         debug=settings.debug,
         lifespan=lifespan,
-        docs_url="/docs" if settings.environment != "production" else None,
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
     )
     app.state.settings = settings

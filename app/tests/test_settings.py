@@ -206,3 +206,26 @@ def test_bad_sentinel_settings(monkeypatch: pytest.MonkeyPatch, name: str, value
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("environment", "api_docs", "served"),
+    [("production", None, False), ("staging", None, True), ("production", True, True)],
+)
+def test_api_docs_only_outside_production_unless_enabled(
+    environment: str, api_docs: bool | None, served: bool
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.factory import create_app
+
+    settings = Settings(
+        _env_file=None,
+        database_url=URL,
+        secret_key=SECRET,
+        environment=environment,
+        api_docs=api_docs,
+    )
+    client = TestClient(create_app(settings))  # no lifespan: these routes need no pool
+    for path in ("/openapi.json", "/docs"):
+        assert client.get(path).status_code == (200 if served else 404), path
