@@ -169,7 +169,7 @@ async def test_huge_body_is_413_unread(client) -> None:  # type: ignore[no-untyp
     assert declared.json() == {"detail": "Content Too Large"}
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
-        for _ in range(limit // 1024 + 2):
+        for _chunk in range(limit // 1024 + 2):
             yield b" " * 1024
 
     streamed = await client.post(

@@ -72,7 +72,7 @@ def test_hostile_certificate_paths_are_data(tmp_path, run_tasks):
     assert errors == {**dict.fromkeys(HOSTILE, "1"), str(cert): "0"}
     not_after = [
         unescape(label)
-        for name, label, _ in series
+        for name, label, _value in series
         if name == "node_tls_certificate_not_after_seconds"
     ]
     assert not_after == [str(cert)]
