@@ -45,10 +45,41 @@ def run_module(capsys):
 
 
 @pytest.fixture
-def run_tasks(tmp_path):
-    """Run these tasks on localhost (connection local) with the venv's ansible-playbook and
-    these extra variables (passed as JSON, so any string arrives as it is); return the
-    CompletedProcess (output in .stdout)."""
+def ansible_playbook(tmp_path):
+    """Run the venv's ansible-playbook with the checkout's ansible.cfg (its temporary files
+    under tmp_path) on an inventory and a playbook; return the CompletedProcess."""
+
+    def run(inventory: Path, playbook: Path, *args: str) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible-tmp"),
+        }
+        return subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "-i",
+                str(inventory),
+                str(playbook),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def run_tasks(tmp_path, ansible_playbook):
+    """Run these tasks on localhost (connection local) with these extra variables (passed
+    as JSON, so any string arrives as it is); return the CompletedProcess (output in
+    .stdout)."""
 
     def run(tasks: list[dict], extra_vars: dict) -> subprocess.CompletedProcess:
         play = [{"name": "Unit test", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
@@ -65,27 +96,8 @@ def run_tasks(tmp_path):
             }
         }
         (tmp_path / "hosts.json").write_text(json.dumps(inventory))
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible-tmp"),
-        }
-        return subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ansible-playbook"),
-                "-i",
-                str(tmp_path / "hosts.json"),
-                str(tmp_path / "play.yml"),
-                "-e",
-                f"@{tmp_path / 'vars.json'}",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            timeout=300,
-            check=False,
+        return ansible_playbook(
+            tmp_path / "hosts.json", tmp_path / "play.yml", "-e", f"@{tmp_path / 'vars.json'}"
         )
 
     return run

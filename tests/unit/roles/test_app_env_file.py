@@ -47,7 +47,10 @@ def systemd_reads(path: Path) -> dict[str, str]:
         "/usr/lib/systemd/libsystemd-shared-*.so"
     )
     if not libs:
-        pytest.skip("libsystemd-shared not found (systemd's EnvironmentFile parser)")
+        # A missing parser is a failure, not a skip (bootstrap installs systemd-container).
+        pytest.fail(
+            "libsystemd-shared not found: apt-get install systemd (its EnvironmentFile parser)"
+        )
     lib = ctypes.CDLL(libs[0])
     strv = ctypes.POINTER(ctypes.c_char_p)
     lib.load_env_file.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(strv)]

@@ -9,7 +9,6 @@ localhost (connection local, nothing but a file in a temporary directory is writ
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -40,8 +39,13 @@ PLAYBOOK = """
 """
 
 
-def render(tmp_path: Path, groups: dict[str, list[str]], hostvars: dict | None = None) -> dict:
+@pytest.fixture
+def render(tmp_path: Path, ansible_playbook):
     """prometheus.yml for an inventory of these groups (host mon = monitoring)."""
+    return lambda groups, hostvars=None: _render(tmp_path, ansible_playbook, groups, hostvars)
+
+
+def _render(tmp_path: Path, ansible_playbook, groups: dict, hostvars: dict | None) -> dict:
     hostvars = hostvars or {}
     hosts = sorted({h for members in groups.values() for h in members} | {"mon"})
     addresses = {h: f"198.18.9.{i}" for i, h in enumerate(hosts, start=10)}
@@ -61,28 +65,7 @@ def render(tmp_path: Path, groups: dict[str, list[str]], hostvars: dict | None =
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     (tmp_path / "render.yml").write_text(PLAYBOOK % {"role": ROLE})
     out = tmp_path / "prometheus.yml"
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible-tmp"),
-    }
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            str(tmp_path / "render.yml"),
-            "-e",
-            f"out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    result = ansible_playbook(tmp_path / "hosts.yml", tmp_path / "render.yml", "-e", f"out={out}")
     assert result.returncode == 0, result.stdout + result.stderr
     promtool = shutil.which("promtool")
     if promtool is None:  # a missing tool is a failure, not a skip
@@ -110,24 +93,23 @@ def job(config: dict, name: str) -> list[tuple[str, str]] | None:
     return None
 
 
-def test_three_db_hosts_are_a_patroni_cluster_with_etcd_on_them(tmp_path: Path):
-    c = render(tmp_path, {"db": ["db3", "db1", "db2"]})
+def test_three_db_hosts_are_a_patroni_cluster_with_etcd_on_them(render):
+    c = render({"db": ["db3", "db1", "db2"]})
     a = c["_addresses"]
     assert job(c, "patroni") == [(h, f"{a[h]}:8008") for h in ("db1", "db2", "db3")]
     assert job(c, "etcd") == [(h, f"{a[h]}:2381") for h in ("db1", "db2", "db3")]
     assert job(c, "postgres") == [(h, f"{a[h]}:9187") for h in ("db1", "db2", "db3")]
 
 
-def test_one_db_host_is_plain_postgresql(tmp_path: Path):
-    c = render(tmp_path, {"db": ["db1"]})
+def test_one_db_host_is_plain_postgresql(render):
+    c = render({"db": ["db1"]})
     assert job(c, "patroni") is None
     assert job(c, "etcd") is None
     assert job(c, "postgres") is not None
 
 
-def test_host_ports_and_an_etcd_group(tmp_path: Path):
+def test_host_ports_and_an_etcd_group(render):
     c = render(
-        tmp_path,
         {"db": ["db1", "db2", "db3"], "etcd": ["dcs2", "dcs1", "dcs3"]},
         {
             "db2": {"patroni_restapi_port": 8018},
@@ -144,15 +126,15 @@ def test_host_ports_and_an_etcd_group(tmp_path: Path):
     ]
 
 
-def test_patroni_switched_off_everywhere(tmp_path: Path):
+def test_patroni_switched_off_everywhere(render):
     off = {"postgresql_patroni": False}
-    c = render(tmp_path, {"db": ["db1", "db2", "db3"]}, {h: off for h in ("db1", "db2", "db3")})
+    c = render({"db": ["db1", "db2", "db3"]}, {h: off for h in ("db1", "db2", "db3")})
     assert job(c, "patroni") is None
     assert job(c, "etcd") is None
 
 
-def test_patroni_on_a_single_db_host_when_asked(tmp_path: Path):
-    c = render(tmp_path, {"db": ["db1"]}, {"db1": {"postgresql_patroni": True}})
+def test_patroni_on_a_single_db_host_when_asked(render):
+    c = render({"db": ["db1"]}, {"db1": {"postgresql_patroni": True}})
     assert [pair[0] for pair in job(c, "patroni")] == ["db1"]
     assert [pair[0] for pair in job(c, "etcd")] == ["db1"]
 
