@@ -152,14 +152,16 @@ async def test_database_blackholed_answers_503_in_bounded_time(  # type: ignore[
     await pg_proxy.up()
     started = time.monotonic()
     await assert_everything_works(client, uncached)
-    # Cancelled health checks and timed-out connects leaked no pool slot.
-    burst = settings.db_pool_size + settings.db_max_overflow + 2
-    pages = await asyncio.gather(
-        *(client.get("/api/v1/products", params={"page": 10 + i}) for i in range(burst))
-    )
-    assert [r.status_code for r in pages] == [200] * burst
     assert time.monotonic() - started < 5
-    assert client.app.state.engine.sync_engine.pool.checkedout() == 0
+    # Cancelled health checks and timed-out connects leaked no pool slot. QueuePool counts
+    # checkedout() from its queue and its overflow counter, so a slot lost either way shows.
+    # (A burst above the pool's size checked this before, and failed on a loaded CI machine
+    # when a 0.5 s pool timeout ran out with nothing leaked.)
+    pool = engine.sync_engine.pool
+    deadline = time.monotonic() + 5
+    while pool.checkedout() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert pool.checkedout() == 0, pool.status()
 
 
 @pytest.mark.parametrize(
