@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-from benchlib import http_ok, stop, wait_for
+from benchlib import auth_headers, http_ok, stop, wait_for
 
 BIN = Path(sys.executable).parent
 ADMIN = os.environ.get(
@@ -65,6 +65,27 @@ def migrated_database(prefix: str) -> Iterator[str]:
         yield db_url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def local_write_headers(env: dict[str, str], subject: str, ttl: int) -> dict[str, str]:
+    """Headers of the writes to an app started here with `env`: a products:write token of
+    the app's own command, which reads the same SECRET_KEY and APP_NAME. (The app is not
+    imported here: the checkout's app/ folder, on sys.path, shadows the package.)"""
+    proc = subprocess.run(
+        [
+            str(BIN / "fastapi-ops-app-token"),
+            f"--subject={subject}",
+            "--scope=products:write",
+            f"--ttl={ttl}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"fastapi-ops-app-token failed: {proc.stderr.strip()}")
+    return auth_headers(proc.stdout.strip())
 
 
 def wait_live(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -116,7 +137,10 @@ def run_case(
         request = urllib.request.Request(
             f"{base}/api/v1/products",
             data=b'{"sku":"B-1","name":"bench","category":"bench","price":"1.00"}',
-            headers={"content-type": "application/json"},
+            headers={
+                "content-type": "application/json",
+                **local_write_headers(env, "bench-app-baseline", ttl=600),
+            },
         )
         try:
             with urllib.request.urlopen(request):

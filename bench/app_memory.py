@@ -8,7 +8,8 @@ Gunicorn with the role's worker class (roles/app/files/fastapi_ops_worker.py), 2
 wrk (loopback only, bounded by --minutes) drives a mixed load; per 100 requests of a wrk
 thread, interleaved: 40 cache hits (GET /api/v1/products/1), 20 cache misses (GET of a
 seeded product not read in the last CACHE_TTL_PRODUCT seconds), 5 list pages 2..1000
-(misses), 5 list page 1 (a hit until the next create), 5 creates (POST, unique sku),
+(misses), 5 list page 1 (a hit until the next create), 5 creates (POST, unique sku, with
+a products:write token),
 15 unknown products (404 after a DB read), 5 unknown paths (404, no route), 5
 GET /health/ready; and every 1000th request is GET /metrics.
 
@@ -48,7 +49,7 @@ from typing import Any
 
 import asyncpg
 import redis
-from app_baseline import ADMIN, REDIS, free_port, migrated_database
+from app_baseline import ADMIN, REDIS, free_port, local_write_headers, migrated_database
 from benchlib import http_ok, log, stop, table, wait_for, write_json
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -65,7 +66,8 @@ MIB = 1024 * 1024
 TABLE_ROWS = 21
 
 LUA = r"""
--- Mixed load of bench/app_memory.py. Args: TAG FIRST_ID LAST_ID THREADS METRICS_EVERY
+-- Mixed load of bench/app_memory.py. Args: TAG FIRST_ID LAST_ID THREADS METRICS_EVERY;
+-- the creates' Authorization header in BENCH_AUTHORIZATION (kept out of the command line).
 local MIX = {
   {"hit", 40}, {"item", 20}, {"page", 5}, {"list", 5}, {"create", 5},
   {"missing", 15}, {"unmatched", 5}, {"ready", 5},
@@ -93,7 +95,9 @@ function init(args)
     kinds[i], kinds[j] = kinds[j], kinds[i]
   end
   n = 0
-  json_headers = {["Content-Type"] = "application/json"}
+  write_headers = {
+    ["Content-Type"] = "application/json", ["Authorization"] = os.getenv("BENCH_AUTHORIZATION"),
+  }
 end
 function request()
   n = n + 1
@@ -114,7 +118,7 @@ function request()
   elseif kind == "create" then
     local body = string.format(
       '{"sku":"mem-%s-%d","name":"memory bench","category":"bench","price":"1.00"}', tag, k)
-    return wrk.format("POST", "/api/v1/products", json_headers, body)
+    return wrk.format("POST", "/api/v1/products", write_headers, body)
   elseif kind == "missing" then
     return wrk.format("GET", "/api/v1/products/" .. (1000000000000 + k))
   elseif kind == "unmatched" then
@@ -341,9 +345,7 @@ def growth(
     return result
 
 
-def start_gunicorn(
-    db_url: str, port: int, prefix: str, workdir: Path, metrics_dir: Path, logfile: Path
-) -> subprocess.Popen[bytes]:
+def server_env(db_url: str, prefix: str, metrics_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GUNICORN_CMD_ARGS", "WEB_CONCURRENCY")}
     env.update(
         {
@@ -358,6 +360,12 @@ def start_gunicorn(
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
     )
+    return env
+
+
+def start_gunicorn(
+    env: dict[str, str], port: int, workdir: Path, logfile: Path
+) -> subprocess.Popen[bytes]:
     cmd = [
         str(BIN / "gunicorn"),
         "-k",
@@ -393,7 +401,10 @@ def run(args: argparse.Namespace, db_url: str, workdir: Path) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     duration = round(args.minutes * 60)
 
-    server = start_gunicorn(db_url, port, prefix, workdir, metrics_dir, logfile)
+    env = server_env(db_url, prefix, metrics_dir)
+    # Valid for the whole run: --minutes bounds it, an hour more for start and samples.
+    write = local_write_headers(env, "bench-app-memory", ttl=duration + 3600)
+    server = start_gunicorn(env, port, workdir, logfile)
     load: subprocess.Popen[str] | None = None
     try:
         workers = wait_live(base, server)
@@ -440,7 +451,13 @@ def run(args: argparse.Namespace, db_url: str, workdir: Path) -> dict[str, Any]:
             str(METRICS_EVERY),
         ]
         t0 = time.monotonic()
-        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load = subprocess.Popen(
+            cmd,
+            env={**os.environ, "BENCH_AUTHORIZATION": write["Authorization"]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         next_sample = args.interval
         next_log = 60.0
         stopped_at_count = False

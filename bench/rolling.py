@@ -30,26 +30,27 @@ from tools.loadgen import Load, Target, new_product
 MACHINES = {"bench-rlb": "lb", "bench-rapp1": "app", "bench-rapp2": "app", "bench-rdb": "db,cache"}
 
 
-def create_product(base: str) -> int:
+def create_product(base: str, write: dict[str, str]) -> int:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed cert
     body = {"sku": "ROLL-1", "name": "Rolling", "category": "bench", "price": "1.00"}
     req = urllib.request.Request(
         f"{base}/api/v1/products",
         data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **write},
     )
     with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
         return int(json.loads(resp.read())["id"])
 
 
-def targets(base: str, pid: int) -> list[Target]:
-    uncached = {"Authorization": "Bearer bench"}  # credentials bypass Nginx's cache
+def targets(base: str, pid: int, write: dict[str, str]) -> list[Target]:
+    # Credentials bypass Nginx's cache; the app ignores them on reads.
+    uncached = {"Authorization": "Bearer bench"}
     return [
         Target(f"{base}/api/v1/products/{pid}", headers=uncached, name="read"),
         Target(f"{base}/version", name="version"),
         Target(f"{base}/health/ready", name="ready"),
-        Target(f"{base}/api/v1/products", "POST", new_product, name="write"),
+        Target(f"{base}/api/v1/products", "POST", new_product, headers=write, name="write"),
     ]
 
 
@@ -73,7 +74,8 @@ def main() -> None:
     with Lab("rolling", MACHINES) as lab:
         lab.playbook("playbooks/site.yml", logname="site")
         base = f"https://{lab.addresses['bench-rlb']}"
-        mix = targets(base, create_product(base))
+        write = lab.write_headers("bench-rolling")
+        mix = targets(base, create_product(base, write), write)
         steady_load = Load(mix, args.connections, args.steady).start()
         steady_load.wait()
         steady = phase(steady_load)

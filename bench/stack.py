@@ -42,7 +42,7 @@ CURRENT = f"/srv/{APP}/current"
 NAIVE_ENV_FILE = f"/etc/{APP}/bench-naive.env"
 NAIVE_PORT = 8100
 # Any Authorization header makes the role's Nginx neither read nor fill its cache; the
-# app ignores it on this public route.
+# app ignores it on reads.
 NO_CACHE = {"Authorization": "Bearer bench"}
 
 
@@ -133,6 +133,7 @@ def main() -> None:
                 "category": "bench",
                 "price": "9.99",
             },
+            lab.write_headers("bench-stack"),
         )
         pid = json.loads(body)["id"]
         product = f"{lb}/api/v1/products/{pid}"

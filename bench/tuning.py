@@ -89,6 +89,7 @@ def main() -> None:
         _status, _headers, body = https_json(
             f"{lb}/api/v1/products",
             {"sku": f"TUNE-{time.time_ns()}", "name": "Bench", "category": "bench", "price": "1"},
+            lab.write_headers("bench-tuning"),
         )
         pid = json.loads(body)["id"]
         lab.ssh(

@@ -32,6 +32,7 @@ PUBLIC_FACTS = {
     "etcd_client_endpoints",
     "patroni_leader",
     "patroni_switchover_seconds",
+    "app_token",
 }
 
 

@@ -3,7 +3,11 @@ targets' requests in turn until a duration ends or `stop()` is called, and count
 connection error and every non-2xx answer.
 
     python -m tools.loadgen https://198.18.0.10/api/v1/products/1 -c 50 -d 30
-    python -m tools.loadgen https://198.18.0.10/version --post https://198.18.0.10/api/v1/products
+    TOKEN=$(python -m tools.token INVENTORY) python -m tools.loadgen \
+        https://198.18.0.10/version --post https://198.18.0.10/api/v1/products
+
+Writes need a token (`--token` or TOKEN, sent as `Authorization: Bearer`); a write the app
+refuses (401, 403) counts as failed like any other non-2xx answer.
 
 No retries by default: a client that never retries is what "zero failed requests" is
 measured with. `retry=True` retries a GET once when the server closed a reused
@@ -20,6 +24,7 @@ import asyncio
 import ipaddress
 import itertools
 import json
+import os
 import statistics
 import threading
 import time
@@ -31,6 +36,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+
+from tools.token import auth_headers
 
 ALLOWED = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/15")]
 MAX_DURATION = 900.0
@@ -239,9 +246,16 @@ def main() -> None:
     parser.add_argument("-c", "--connections", type=int, default=32)
     parser.add_argument("-d", "--duration", type=float, default=10.0)
     parser.add_argument("--retry", action="store_true", help="retry a GET once (counted)")
+    parser.add_argument(
+        "--token", default=os.environ.get("TOKEN"), help="token of the POSTs (default: $TOKEN)"
+    )
     args = parser.parse_args()
+    if args.post and not args.token:
+        parser.error("--post needs a token: --token or TOKEN (python -m tools.token INVENTORY)")
     targets: list[str | Target] = [*args.urls]
-    targets += [Target(url, "POST", new_product) for url in args.post]
+    targets += [
+        Target(url, "POST", new_product, headers=auth_headers(args.token)) for url in args.post
+    ]
     load = Load(targets, args.connections, args.duration, retry=args.retry).start()
     result = load.wait()
     per_target = {name: r.summary() for name, r in load.by_target.items()}

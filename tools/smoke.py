@@ -1,4 +1,5 @@
 """A few real requests through the lab's Nginx over HTTPS, printed for a person to read.
+The write carries a token minted on the first app host (tools.token).
 
 python -m tools.smoke INVENTORY
 """
@@ -11,6 +12,8 @@ import uuid
 import httpx
 import yaml
 
+from tools.token import auth_headers, token_for
+
 
 def lb_address(inventory: str) -> str:
     data = yaml.safe_load(open(inventory))
@@ -19,7 +22,9 @@ def lb_address(inventory: str) -> str:
 
 
 def main() -> int:
-    base = f"https://{lb_address(sys.argv[1])}"
+    inventory = sys.argv[1]
+    base = f"https://{lb_address(inventory)}"
+    write = auth_headers(token_for(inventory, "demo-smoke", ttl=300))
     # The lab's certificate is self-signed: this is the lab, not a production client.
     with httpx.Client(base_url=base, verify=False, timeout=10) as client:
         steps = [
@@ -37,7 +42,9 @@ def main() -> int:
             ),
         ]
         for method, path, body in steps:
-            resp = client.request(method, path, json=body)
+            resp = client.request(
+                method, path, json=body, headers=write if method == "POST" else None
+            )
             print(f"{method:4} {base}{path} -> {resp.status_code} {resp.text[:120]}")
             if method == "POST" and resp.status_code == 201:
                 pid = resp.json()["id"]

@@ -8,8 +8,16 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,6 +26,7 @@ Environment = Literal["development", "testing", "staging", "production"]
 # Environments where a missing SECRET_KEY is tolerated (never deployed).
 _LAX_ENVIRONMENTS = {"development", "testing"}
 _MIN_SECRET_LENGTH = 32
+DEFAULT_APP_NAME = "fastapi-ops-app"
 
 _BASE_CONFIG = SettingsConfigDict(
     env_file=".env",
@@ -78,13 +87,38 @@ class DatabaseSettings(BaseSettings):
         return normalise_database_url(value)
 
 
+class TokenSettings(BaseSettings):
+    """The subset the token CLI needs: minting a token must not require DATABASE_URL."""
+
+    model_config = _BASE_CONFIG
+
+    app_name: str = DEFAULT_APP_NAME
+    secret_key: SecretStr
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr) -> SecretStr:
+        # In every environment: a token outlives the development machine it was minted on.
+        if len(value.get_secret_value()) < _MIN_SECRET_LENGTH:
+            raise ValueError(f"must have at least {_MIN_SECRET_LENGTH} characters")
+        return value
+
+
 class Settings(DatabaseSettings):
-    app_name: str = "fastapi-ops-app"
+    app_name: str = DEFAULT_APP_NAME
     environment: Environment = "production"
     debug: bool = False
     api_prefix: str = "/api/v1"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     secret_key: SecretStr | None = None
+    # Keys a token may still be signed with, never used to sign: a rotation's grace period.
+    secret_keys_previous: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Clients that /health/ready shows which check failed; others get the status only.
+    health_detail_networks: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        ["127.0.0.0/8", "::1/128"], validate_default=True
+    )
+    # Absolute URLs the app emits start with this, never with the request's Host.
+    public_base_url: str | None = None
     app_release: str | None = None
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     sentry_dsn: str | None = None
@@ -144,7 +178,13 @@ class Settings(DatabaseSettings):
             raise ValueError("must start with '/' and not end with '/'")
         return value.rstrip("/")
 
-    @field_validator("cors_origins", "redis_sentinels", mode="before")
+    @field_validator(
+        "cors_origins",
+        "redis_sentinels",
+        "secret_keys_previous",
+        "health_detail_networks",
+        mode="before",
+    )
     @classmethod
     def _list(cls, value: object) -> object:
         # Accept a JSON list or a comma-separated list.
@@ -172,7 +212,25 @@ class Settings(DatabaseSettings):
             split_host_port(item)
         return [item.strip() for item in value]
 
-    @field_validator("app_release", "sentry_dsn", mode="before")
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not all("!" <= c <= "~" for c in value):
+            raise ValueError("must be printable ASCII without blanks (a host in its xn-- form)")
+        try:
+            url = urlsplit(value)
+            valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        except ValueError:  # a port that is not a number, or above 65535
+            valid = False
+        if not valid:
+            raise ValueError("must be an http:// or https:// URL with a host and a valid port")
+        if "?" in value or "#" in value or "@" in url.netloc:
+            raise ValueError("must have no user, query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("app_release", "sentry_dsn", "public_base_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -187,6 +245,13 @@ class Settings(DatabaseSettings):
             raise ValueError(
                 f"SECRET_KEY must be set (at least {_MIN_SECRET_LENGTH} characters) "
                 f"when ENVIRONMENT={self.environment}"
+            )
+        if any(
+            len(key.get_secret_value()) < _MIN_SECRET_LENGTH for key in self.secret_keys_previous
+        ):
+            raise ValueError(
+                f"SECRET_KEYS_PREVIOUS: every key must have at least {_MIN_SECRET_LENGTH} "
+                f"characters when ENVIRONMENT={self.environment}"
             )
         return self
 
@@ -222,6 +287,13 @@ def load_settings(**overrides: object) -> Settings:
 def load_database_settings() -> DatabaseSettings:
     try:
         return DatabaseSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def load_token_settings() -> TokenSettings:
+    try:
+        return TokenSettings()  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from app.auth import WRITE_SCOPE
 from app.schemas import ErrorOut
 
 # Characters of the caller's input a 422 quotes back.
@@ -113,9 +114,33 @@ def _retry_after(required: bool) -> dict[str, Any]:
     }
 
 
+def _challenge(description: str) -> dict[str, Any]:
+    return {
+        "WWW-Authenticate": {
+            "description": description,
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+
+
 # The statuses a route answers besides its success and 422 (FastAPI documents those).
 RESPONSES: dict[int, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body is not UTF-8 or cannot be decoded"},
+    401: {
+        "model": ErrorOut,
+        "description": "No bearer token, or one that is invalid, expired or for another app",
+        "headers": _challenge(
+            'Bearer realm="APP_NAME", plus error="invalid_token" if a token was sent'
+        ),
+    },
+    403: {
+        "model": ErrorOut,
+        "description": f"The token does not grant the scope {WRITE_SCOPE}",
+        "headers": _challenge(
+            f'Bearer realm="APP_NAME", error="insufficient_scope", scope="{WRITE_SCOPE}"'
+        ),
+    },
     404: {"model": ErrorOut, "description": "No product with this id"},
     409: {
         "model": ErrorOut,

@@ -84,8 +84,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if docs else None,
         openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
+        # Starlette would redirect /path/ to /path at the request's Host (any Host a
+        # client sends): such paths answer 404 instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    if settings.secret_key is None:
+        log.warning("SECRET_KEY is not set: every write is refused (401)")
     # Dependency faults are 503 + Retry-After; anything else stays a 500 (middleware).
     app.add_exception_handler(DatabaseUnavailable, database_unavailable_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

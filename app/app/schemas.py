@@ -90,7 +90,8 @@ class ProductCreate(BaseModel):
 
 
 def _no_defaults(schema: dict[str, Any]) -> None:
-    # A PATCH field left out is unchanged, not null: the schema shows no default.
+    # A field left out is absent, not null (in a PATCH: unchanged): the schema shows no
+    # default. Only a product's description takes null.
     for name, prop in schema["properties"].items():
         if name != "description":
             prop.pop("default", None)
@@ -138,9 +139,13 @@ class VersionOut(BaseModel):
 
 
 class ReadinessOut(BaseModel):
+    """`checks` and `failing` only for clients in HEALTH_DETAIL_NETWORKS."""
+
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
+
     status: Literal["ok", "unavailable"]
-    checks: dict[str, str]
-    failing: list[str]
+    checks: dict[str, str] = Field(None)
+    failing: list[str] = Field(None)
 
 
 class ErrorOut(BaseModel):

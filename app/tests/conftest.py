@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from redis import Redis as SyncRedis
 from sqlalchemy.engine import make_url
 
+from app.auth import WRITE_SCOPE, mint
 from app.config import Settings
 from app.factory import create_app
 from app.migrate import alembic_config
@@ -112,26 +113,40 @@ async def clean_db(database_url: str) -> None:
         await conn.close()
 
 
+def write_headers(settings: Settings) -> dict[str, str]:
+    """An Authorization header that lets the app of these settings accept writes."""
+    assert settings.secret_key is not None
+    secret = settings.secret_key.get_secret_value()
+    token = mint(secret, settings.app_name, "tests", [WRITE_SCOPE], ttl=3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
 class AppClient(httpx.AsyncClient):
     app: FastAPI
 
 
-async def start_client(settings: Settings) -> tuple[AppClient, FastAPI, object]:
+async def start_client(
+    settings: Settings, headers: dict[str, str] | None = None
+) -> tuple[AppClient, FastAPI, object]:
     app = create_app(settings)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
-    client = AppClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    client = AppClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers
+    )
     client.app = app
     return client, app, lifespan
 
 
 @pytest.fixture
-async def app_factory(clean_db: None) -> AsyncIterator[Callable[[Settings], object]]:
-    """Start apps (lifespan included) from settings; all are shut down after the test."""
+async def app_factory(clean_db: None) -> AsyncIterator[Callable[..., object]]:
+    """Start apps (lifespan included) from settings; all are shut down after the test.
+    Their clients send a write token unless `authenticated=False`."""
     started: list[tuple[AppClient, object]] = []
 
-    async def start(settings: Settings) -> AppClient:
-        client, _app, lifespan = await start_client(settings)
+    async def start(settings: Settings, authenticated: bool = True) -> AppClient:
+        headers = write_headers(settings) if authenticated else None
+        client, _app, lifespan = await start_client(settings, headers)
         started.append((client, lifespan))
         return client
 

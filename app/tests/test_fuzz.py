@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import Settings
 from app.factory import create_app
+from tests.conftest import write_headers
 
 CHECKS = [
     not_a_server_error,
@@ -62,4 +63,7 @@ def fuzz_app(clean_db: None, make_settings: Callable[..., Settings]) -> Iterator
     suppress_health_check=list(HealthCheck),
 )
 def test_api(case: schemathesis.Case, fuzz_app: FastAPI) -> None:
-    case.call_and_validate(app=fuzz_app, checks=CHECKS)
+    # Every case with a valid write token: the fuzzing is about the input, tests/test_auth.py
+    # about the token.
+    headers = write_headers(fuzz_app.state.settings)
+    case.call_and_validate(app=fuzz_app, checks=CHECKS, headers=headers)

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.auth import WRITE_SCOPE, mint
+from app.config import DEFAULT_APP_NAME
 from tests.conftest import SECRET, free_port
 
 BIN = Path(sys.executable).parent
@@ -164,9 +166,11 @@ def _spread(base: str, path: str, metrics_dir: Path, files: str, minimum: int) -
 def test_metrics_count_every_request_across_two_workers(gunicorn, clean_db) -> None:  # type: ignore[no-untyped-def]
     base, metrics_dir = gunicorn
     assert not (metrics_dir / "counter_999999.db").exists()
+    token = mint(SECRET, DEFAULT_APP_NAME, "tests", [WRITE_SCOPE], ttl=60)
     pid = httpx.post(
         f"{base}/api/v1/products",
         json={"sku": "G-1", "name": "g", "category": "c", "price": 1},
+        headers={"Authorization": f"Bearer {token}"},
     ).json()["id"]
     # One read first fills the cache; the concurrent ones after it are hits.
     assert httpx.get(f"{base}/api/v1/products/{pid}").status_code == 200

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, SettingsError, load_database_settings, load_settings
+from app.config import (
+    Settings,
+    SettingsError,
+    load_database_settings,
+    load_settings,
+    load_token_settings,
+)
 from app.db import connect_args
 
 URL = "postgresql://u:p@127.0.0.1:5432/db"
@@ -229,3 +235,97 @@ def test_api_docs_only_outside_production_unless_enabled(
     client = TestClient(create_app(settings))  # no lifespan: these routes need no pool
     for path in ("/openapi.json", "/docs"):
         assert client.get(path).status_code == (200 if served else 404), path
+
+
+@pytest.mark.parametrize("raw", ["{a}, {b}", '["{a}", "{b}"]'])
+def test_previous_secret_keys_comma_or_json_never_shown(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    old, older = "o" * 40, "p" * 40
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("SECRET_KEYS_PREVIOUS", raw.format(a=old, b=older))
+    settings = load_settings()
+    assert [key.get_secret_value() for key in settings.secret_keys_previous] == [old, older]
+    assert old not in repr(settings) and old not in str(settings)
+
+
+def test_short_previous_secret_key_only_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("SECRET_KEYS_PREVIOUS", f"{SECRET},tiny-key")
+    with pytest.raises(SettingsError, match="SECRET_KEYS_PREVIOUS") as caught:
+        load_settings()
+    assert "tiny-key" not in str(caught.value)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert len(load_settings().secret_keys_previous) == 2
+
+
+def test_token_settings_need_no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError, match="SECRET_KEY: Field required"):
+        load_token_settings()
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    assert load_token_settings().app_name == "fastapi-ops-app"
+
+
+def test_health_detail_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    default = load_settings().health_detail_networks
+    assert [str(network) for network in default] == ["127.0.0.0/8", "::1/128"]
+    monkeypatch.setenv("HEALTH_DETAIL_NETWORKS", "10.0.0.0/8, 10.9.8.7, fd00::/8")
+    networks = load_settings().health_detail_networks
+    assert [str(network) for network in networks] == ["10.0.0.0/8", "10.9.8.7/32", "fd00::/8"]
+    monkeypatch.setenv("HEALTH_DETAIL_NETWORKS", "")
+    assert load_settings().health_detail_networks == []
+
+
+@pytest.mark.parametrize("raw", ["10.0.0.1/8", "localhost", "10.0.0.0/33", "[not json"])
+def test_bad_health_detail_networks_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("HEALTH_DETAIL_NETWORKS", raw)
+    with pytest.raises(SettingsError, match="HEALTH_DETAIL_NETWORKS"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://shop.example/", "https://shop.example"),
+        ("http://10.0.0.5:8080/shop/", "http://10.0.0.5:8080/shop"),
+        ("https://[2001:db8::1]", "https://[2001:db8::1]"),
+        ("", None),
+    ],
+)
+def test_public_base_url(monkeypatch: pytest.MonkeyPatch, raw: str, expected: str | None) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("PUBLIC_BASE_URL", raw)
+    assert load_settings().public_base_url == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "shop.example",
+        "ftp://shop.example",
+        "https://",
+        "https://shop.example?x=1",
+        "https://shop.example/#top",
+        "https://user:pw@shop.example",
+        "https://shop.example:99999",
+        "https://shop.example:0",
+        "https://shop .example",
+        "https://shop.example/\r\nX-Evil: 1",
+        "https://shöp.example",
+    ],
+)
+def test_bad_public_base_url_stops_start_up(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.setenv("PUBLIC_BASE_URL", raw)
+    with pytest.raises(SettingsError, match="PUBLIC_BASE_URL"):
+        load_settings()

@@ -33,6 +33,10 @@ if str(REPO) not in sys.path:
 os.environ["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
 
 from tools.lab.lab import ssh_cmd  # noqa: E402  (the lab's key and options, REPO on sys.path)
+from tools.token import auth_headers, token_for  # noqa: E402
+
+# A write token outlives any benchmark.
+WRITE_TOKEN_TTL = 4 * 3600
 
 
 def log(msg: str) -> None:
@@ -104,6 +108,11 @@ class Lab:
         )
         if not force:
             log(f"lab {self.name}: down {list(self.machines)}")
+
+    def write_headers(self, subject: str) -> dict[str, str]:
+        """Headers of the benchmark's writes: a products:write token for `subject`, minted
+        on the lab's first app host."""
+        return auth_headers(token_for(self.inventory, subject, ttl=WRITE_TOKEN_TTL))
 
     def ssh(self, machine: str, command: str, check: bool = True) -> str:
         proc = subprocess.run(

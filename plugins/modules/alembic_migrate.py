@@ -52,7 +52,8 @@ options:
     type: path
   environment:
     description:
-      - Environment variables for Alembic and C(env.py), such as C(DATABASE_URL).
+      - Environment variables for Alembic and C(env.py), such as C(DATABASE_URL). A list or
+        a dictionary is passed as JSON.
       - Secret values are masked in all output (as with C(no_log)) - the values of
         variables whose name contains C(PASS), C(SECRET), C(TOKEN), C(KEY), C(URL), C(DSN)
         or C(CREDENTIAL), every value of 8 characters or more, and passwords inside URLs.
@@ -251,9 +252,17 @@ def _joined(heads: list[str] | None) -> str | None:
 _SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|URL|DSN|CREDENTIAL", re.IGNORECASE)
 
 
+def _environment_text(module: AnsibleModule) -> dict[str, str]:
+    """The environment as text: a list or a dict as JSON (as the app role writes them)."""
+    return {
+        str(k): json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        for k, v in module.params["environment"].items()
+    }
+
+
 def _protect_environment(module: AnsibleModule) -> list[str]:
     """Register secret-looking environment values as no_log values; return URL passwords."""
-    values = {str(k): str(v) for k, v in module.params["environment"].items()}
+    values = _environment_text(module)
     for name, value in values.items():
         if value and (_SECRET_NAME.search(name) or len(value) >= 8):
             module.no_log_values.add(value)
@@ -288,11 +297,10 @@ def run_helper(module: AnsibleModule, request: dict[str, Any]) -> tuple[dict[str
         handle.write(inspect.getsource(alembic_helper))
     with open(request_path, "w", encoding="utf-8") as handle:
         json.dump(request, handle)
-    environ = {str(k): str(v) for k, v in module.params["environment"].items()}
     rc, out, err = module.run_command(
         [_python(module.params), helper, request_path, result_path],
         cwd=module.params["project_path"],
-        environ_update=environ,
+        environ_update=_environment_text(module),
     )
     output = (out + err).strip()
     if rc != 0 or not os.path.exists(result_path):

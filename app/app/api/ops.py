@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ipaddress import IPv6Address, ip_address
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -51,6 +52,20 @@ def _abandon(task: asyncio.Task[None]) -> None:
     task.add_done_callback(_forget)
 
 
+def _shows_details(request: Request) -> bool:
+    """Whether the client may see which check failed: it is in HEALTH_DETAIL_NETWORKS, or
+    on the unix socket (no address; only local processes can open it)."""
+    if request.client is None:
+        return True
+    try:
+        address = ip_address(request.client.host)
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # an IPv4 client of a dual-stack socket
+    return any(address in network for network in request.app.state.settings.health_detail_networks)
+
+
 @router.get(
     "/health/ready",
     response_model=None,
@@ -84,7 +99,9 @@ async def ready(request: Request) -> JSONResponse:
             log.warning("readiness check failed", extra={"check": name, "error": repr(error)})
         else:
             report[name] = "ok"
-    body = {"status": "unavailable" if failing else "ok", "checks": report, "failing": failing}
+    body: dict[str, Any] = {"status": "unavailable" if failing else "ok"}
+    if _shows_details(request):
+        body.update(checks=report, failing=failing)
     return JSONResponse(body, status_code=503 if failing else 200)
 
 

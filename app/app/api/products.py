@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import require_write
 from app.cache import Cache
 from app.config import Settings
 from app.db import get_session
@@ -21,6 +22,8 @@ from app.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, S
 # "function": the session commits (or fails, 503) before the response is sent.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Writes need a token granting products:write (app/auth.py); reads are public.
+WRITE = [Depends(require_write)]
 LIST_NAMESPACE = "products:list"
 
 
@@ -75,8 +78,15 @@ async def create_product(
     product = Product(**body.model_dump())
     session.add(product)
     await _commit_and_invalidate(request, session, LIST_NAMESPACE)
-    response.headers["Location"] = str(request.url_for("get_product", product_id=product.id))
+    response.headers["Location"] = _location(request, product.id)
     return _dump(product)
+
+
+def _location(request: Request, product_id: int) -> str:
+    # Never from the request's Host header: PUBLIC_BASE_URL, else a path (RFC 9110 allows it).
+    root_path: str = request.scope.get("root_path", "")
+    path = str(request.app.url_path_for("get_product", product_id=product_id))
+    return (_settings(request).public_base_url or "") + root_path + path
 
 
 async def list_products(
@@ -201,7 +211,8 @@ def build_router(api_prefix: str) -> APIRouter:
         methods=["POST"],
         status_code=status.HTTP_201_CREATED,
         response_model=ProductOut,
-        responses=responses(400, 409, 413, 503),
+        responses=responses(400, 401, 403, 409, 413, 503),
+        dependencies=WRITE,
     )
     router.add_api_route(
         "", list_products, methods=["GET"], response_model=ProductPage, responses=responses(503)
@@ -218,7 +229,8 @@ def build_router(api_prefix: str) -> APIRouter:
         update_product,
         methods=["PATCH"],
         response_model=ProductOut,
-        responses=responses(400, 404, 409, 413, 503),
+        responses=responses(400, 401, 403, 404, 409, 413, 503),
+        dependencies=WRITE,
     )
     router.add_api_route(
         "/{product_id}",
@@ -226,6 +238,7 @@ def build_router(api_prefix: str) -> APIRouter:
         methods=["DELETE"],
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
-        responses=responses(404, 409, 503),
+        responses=responses(401, 403, 404, 409, 503),
+        dependencies=WRITE,
     )
     return router

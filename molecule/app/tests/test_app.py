@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[3]))
 from tools.loadgen import Load  # noqa: E402
+from tools.token import token_for  # noqa: E402
 
 NAME = "fastapi-ops-app"
 ROOT = f"/srv/{NAME}"
@@ -35,6 +38,23 @@ def curl(host, path: str, unix: bool = True) -> tuple[int, str]:
     out = host.check_output(f"curl -s -o /dev/stdout -w '\\n%{{http_code}}' {target}")
     body, _unused, code = out.rpartition("\n")
     return int(code), body
+
+
+def create_product(host, sku: str, token: str | None) -> int:
+    """POST a product over the unix socket, with the token when given: the status."""
+    payload = json.dumps({"sku": sku, "name": "load", "category": "test", "price": "1.00"})
+    auth = f"-H 'Authorization: Bearer {token}' " if token else ""
+    out = host.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --unix-socket {SOCK} "
+        f"-H 'Content-Type: application/json' {auth}-d '{payload}' http://localhost/api/v1/products"
+    )
+    return int(out)
+
+
+@pytest.fixture(scope="module")
+def write_token() -> str:
+    """A products:write token from playbooks/token.yml (the role's entry point `token`)."""
+    return token_for(os.environ["MOLECULE_INVENTORY_FILE"], "app-scenario")
 
 
 def address(host) -> str:
@@ -172,16 +192,18 @@ def test_check_mode_is_clean(host):
     assert result["failed"] == 0 and result["changed"] == 0, result
 
 
-def test_new_release_under_load_fails_no_request(host):
+def test_writes_need_the_token_of_the_token_entry_point(host, write_token):
+    sku = f"TOKEN-{time.time_ns()}"
+    assert create_product(host, sku, None) == 401
+    assert create_product(host, sku, write_token) == 201
+
+
+def test_new_release_under_load_fails_no_request(host, write_token):
     before = state(host)["current"]
     old_master = main_pid(host)
     code, body = curl(host, "/api/v1/products/1")
     if code == 404:
-        payload = json.dumps({"sku": "LOAD-1", "name": "load", "category": "test", "price": "1.00"})
-        host.check_output(
-            f"curl -sf --unix-socket {SOCK} -H 'Content-Type: application/json' "
-            f"-d '{payload}' http://localhost/api/v1/products"
-        )
+        assert create_product(host, "LOAD-1", write_token) == 201
     # A client that never retries, on 32 keep-alive connections.
     load = Load([f"http://{address(host)}:8000/api/v1/products/1"], connections=32, duration=300)
     load.start()

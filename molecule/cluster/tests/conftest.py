@@ -17,9 +17,10 @@ import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))  # tools.loadgen
+sys.path.insert(0, str(ROOT))  # tools.*
 
 from tools.loadgen import Load, Target, new_product  # noqa: E402
+from tools.token import auth_headers, token_for  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 _RUNNER = AnsibleRunner(INVENTORY)
@@ -37,6 +38,8 @@ MON = group("monitoring")[0]
 REPORT = ROOT / ".cache" / "cluster-drills.json"
 # A client that never retries, on keep-alive connections, with GETs and POSTs.
 CONNECTIONS = 32
+# The writes' token outlives the scenario (CI gives it 60 minutes).
+WRITE_TOKEN_TTL = 4 * 3600
 
 
 def machine(name):
@@ -80,12 +83,18 @@ def lb_url():
 
 
 @pytest.fixture(scope="session")
-def product_id(lb_url):
+def write_token():
+    """The token the drills' writes send (scope products:write), minted on the first app host."""
+    return token_for(INVENTORY, "cluster-drills", ttl=WRITE_TOKEN_TTL)
+
+
+@pytest.fixture(scope="session")
+def product_id(lb_url, write_token):
     """A product created through the lb, read by the load."""
-    return create_product(lb_url)
+    return create_product(lb_url, write_token)
 
 
-def create_product(lb_url):
+def create_product(lb_url, write_token):
     with httpx.Client(verify=False, timeout=10) as client:
         resp = client.post(
             f"{lb_url}/api/v1/products",
@@ -95,20 +104,27 @@ def create_product(lb_url):
                 "price": "9.99",
                 "category": "drills",
             },
+            headers=auth_headers(write_token),
         )
         assert resp.status_code == 201, resp.text
         return resp.json()["id"]
 
 
-def mixed_targets(lb_url, product_id):
-    """Uncached reads (an Authorization header bypasses Nginx's cache), cacheable reads,
-    a cheap route and writes."""
+def mixed_targets(lb_url, product_id, write_token):
+    """Uncached reads (an Authorization header bypasses Nginx's cache; the app ignores it
+    on reads), cacheable reads, a cheap route and writes (with the token)."""
     uncached = {"Authorization": "Bearer drill"}
     return [
         Target(f"{lb_url}/api/v1/products/{product_id}", headers=uncached, name="read"),
         Target(f"{lb_url}/api/v1/products?page=1", name="cached read"),
         Target(f"{lb_url}/version", name="version"),
-        Target(f"{lb_url}/api/v1/products", "POST", new_product, name="write"),
+        Target(
+            f"{lb_url}/api/v1/products",
+            "POST",
+            new_product,
+            headers=auth_headers(write_token),
+            name="write",
+        ),
     ]
 
 

@@ -33,8 +33,8 @@ DRAIN_FILE = "/etc/nftables.d/00-drain-fastapi-ops-app.nft"
 
 
 @pytest.fixture(scope="module")
-def targets(lb_url, product_id):
-    return mixed_targets(lb_url, product_id)
+def targets(lb_url, product_id, write_token):
+    return mixed_targets(lb_url, product_id, write_token)
 
 
 def drained(app_host):

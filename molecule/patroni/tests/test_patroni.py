@@ -18,6 +18,7 @@ The tests run in file order and share the machines."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -40,11 +41,14 @@ from tools import dashboards  # noqa: E402
 from tools.lab import lab  # noqa: E402
 from tools.loadgen import Load, Target, new_product  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
+from tools.token import auth_headers, token_for  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 DB_HOSTS = ["pg1", "pg2", "pg3"]
 REST_PORT = 8008
 CONNECTIONS = 16
+# The writes' token outlives the scenario (CI gives it 60 minutes).
+WRITE_TOKEN_TTL = 4 * 3600
 REPORT = ROOT / ".cache" / "patroni-drills.json"
 
 # The tests drive every machine themselves; run them once.
@@ -116,17 +120,23 @@ def psql(host: str, sql: str, db: str = "app") -> str:
     )
 
 
+@functools.cache
+def write_headers() -> dict[str, str]:
+    """The headers of every write (a products:write token), minted once, on the app host."""
+    return auth_headers(token_for(INVENTORY, "patroni-drills", ttl=WRITE_TOKEN_TTL))
+
+
 @pytest.fixture(scope="module")
 def product_id() -> int:
     with httpx.Client(verify=False, timeout=10) as client:
-        resp = client.post(f"{LB_URL}/api/v1/products", json=new_product())
+        resp = client.post(f"{LB_URL}/api/v1/products", json=new_product(), headers=write_headers())
         assert resp.status_code == 201, resp.text
         return resp.json()["id"]
 
 
 def mixed_targets(product_id: int) -> list[Target]:
-    """Uncached reads (an Authorization header bypasses Nginx's cache), cacheable reads,
-    a cheap route and writes."""
+    """Uncached reads (an Authorization header bypasses Nginx's cache; the app ignores it
+    on reads), cacheable reads, a cheap route and writes (with the token)."""
     return [
         Target(
             f"{LB_URL}/api/v1/products/{product_id}",
@@ -135,7 +145,13 @@ def mixed_targets(product_id: int) -> list[Target]:
         ),
         Target(f"{LB_URL}/api/v1/products?page=1", name="cached read"),
         Target(f"{LB_URL}/version", name="version"),
-        Target(f"{LB_URL}/api/v1/products", "POST", new_product, name="write"),
+        Target(
+            f"{LB_URL}/api/v1/products",
+            "POST",
+            new_product,
+            headers=write_headers(),
+            name="write",
+        ),
     ]
 
 
@@ -155,7 +171,7 @@ class NumberedWrites:
 
     def send(self, client: httpx.Client, n: int) -> httpx.Response:
         body = {"sku": f"seq-{self.run}-{n}", "name": "Seq", "price": "1.00", "category": "seq"}
-        return client.post(f"{LB_URL}/api/v1/products", json=body)
+        return client.post(f"{LB_URL}/api/v1/products", json=body, headers=write_headers())
 
     def _loop(self) -> None:
         with httpx.Client(verify=False, timeout=10) as client:
@@ -216,7 +232,7 @@ class LockedUpdates(NumberedWrites):
         self.url = f"{LB_URL}/api/v1/products/{product_id}"
 
     def send(self, client: httpx.Client, n: int) -> httpx.Response:
-        return client.patch(self.url, json={"name": f"Update {n}"})
+        return client.patch(self.url, json={"name": f"Update {n}"}, headers=write_headers())
 
     def figures(self, t0: float) -> dict:
         # The app is back on Redis once it stops answering 503. The first 200 may come

@@ -202,6 +202,14 @@ def test_command_runs_under_the_lock_and_check_mode_does_not_run_it(run_module, 
     assert db.revision() == "b2"
 
 
+def test_a_list_in_the_environment_arrives_as_json(run_module, db):
+    # As the app role's environment file writes it (short: longer values are masked).
+    command = [sys.executable, "-c", "import os; print(os.environ['NETS'])"]
+    res = run_module(alembic_migrate.main, module_args(db, command=command, env={"NETS": ["a"]}))
+    assert not res.failed, res
+    assert res["output"].strip() == '["a"]'
+
+
 def test_failing_command_fails_with_its_output_masked(run_module, db):
     command = [sys.executable, "-c", f"import sys; print('{PASSWORD}'); sys.exit(3)"]
     res = run_module(alembic_migrate.main, module_args(db, command=command))
