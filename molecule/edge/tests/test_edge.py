@@ -1,7 +1,7 @@
 """Edge scenario: the nginx role on edge-lb in front of edge-app and edge-app2.
 
 Real clients: edge-app runs curl/openssl/wrk against the lb's address; the lb itself is
-the non-exempt client for the rate-limit test (edge-app is exempt, for wrk).
+the non-exempt client for the rate-limit tests (edge-app is exempt, for wrk).
 """
 
 from __future__ import annotations
@@ -204,6 +204,46 @@ def test_acme_challenge_path_not_redirected(client, lb_addr):
     assert status == 404
 
 
+# --- names: only the served ones ---------------------------------------------------------
+
+EVIL = "evil.example"
+
+
+@pytest.mark.parametrize("unknown", ["host", "sni"])
+def test_unknown_name_gets_421_and_is_never_reflected(client, lb_addr, unknown):
+    if unknown == "host":  # a served name in SNI, another in Host
+        target = ["--resolve", f"{NAME}:443:{lb_addr}", "-H", f"Host: {EVIL}", f"https://{NAME}/x"]
+    else:  # an unknown SNI too: the catch-all, with the same certificate, finishes the handshake
+        target = ["--resolve", f"{EVIL}:443:{lb_addr}", f"https://{EVIL}/x"]
+    out = client.run(shlex.join(["curl", "-sk", "--max-time", "10", "-D", "-", *target]))
+    assert out.rc == 0, out.stderr
+    head, _unused, body = out.stdout.replace("\r", "").partition("\n\n")
+    assert head.split()[1] == "421", out.stdout
+    assert EVIL not in head.lower() and EVIL not in body, out.stdout
+
+
+@pytest.mark.parametrize("path", ["/x", "/.well-known/acme-challenge/missing"])
+def test_unknown_name_on_http_gets_no_answer(client, lb_addr, path):
+    out = client.run(f"curl -s -i --max-time 10 -H 'Host: {EVIL}' http://{lb_addr}{path}")
+    # 444: Nginx closes the connection without writing a byte (curl 52: empty reply).
+    assert out.rc == 52 and out.stdout == "", (out.rc, out.stdout)
+
+
+def test_lb_address_served_over_https_without_sni(client, lb_addr):
+    out = client.check_output(
+        f"curl -sk -o /dev/null -w '%{{http_code}}' https://{lb_addr}/nostore?{uniq()}"
+    )
+    assert out == "200"
+
+
+def test_http_redirect_by_address_goes_to_the_first_name(client, lb_addr):
+    out = client.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}'"
+        f" 'http://{lb_addr}/some/path?x=1'"
+    )
+    assert out == f"301 https://{NAME}/some/path?x=1"
+
+
 # --- headers -----------------------------------------------------------------------------
 
 SECURITY_HEADERS = {
@@ -287,8 +327,11 @@ def test_keepalive_to_upstream_and_websocket_upgrade_map(client, lb_addr):
 
 def test_metrics_closed_to_the_public(client, lb_addr, lb):
     assert curl(client, lb_addr, "/metrics")[0] == 403
-    # Allowed from localhost (allow-list).
-    out = lb.check_output("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/metrics")
+    # Allowed from localhost (allow-list), by a served name (127.0.0.1 is not one).
+    out = lb.check_output(
+        f"curl -sk -o /dev/null -w '%{{http_code}}' --resolve {NAME}:443:127.0.0.1"
+        f" https://{NAME}/metrics"
+    )
     assert out == "200"
 
 
@@ -464,6 +507,43 @@ def test_burst_above_rate_gets_429(lb, lb_addr):
 def test_exempt_client_not_limited(client, lb_addr):
     codes = _burst(client, lb_addr)
     assert codes.count("200") == 60, codes
+
+
+def _writes_with_reads(host, lb_addr, writes: int, reads: int) -> dict[str, list[str]]:
+    """Status codes by method of `writes` POSTs and then `reads` GETs, sent in parallel
+    (16 at a time: below limit_conn 20) from host."""
+    each = ["-k", "--http1.1", "--resolve", f"{NAME}:443:{lb_addr}"]
+    each += ["-w", "%{method} %{http_code}\\n"]
+    parts = ["curl", "-s", "--parallel", "--parallel-immediate", "--parallel-max", "16"]
+    parts += [*each, "--data", "x"]
+    for i in range(writes):
+        parts += ["-o", "/dev/null", f"https://{NAME}/nostore?w={i}"]
+    if reads:
+        parts += ["--next", *each]  # the same options, without --data: GETs
+    for i in range(reads):
+        parts += ["-o", "/dev/null", f"https://{NAME}/nostore?r={i}"]
+    codes: dict[str, list[str]] = {"POST": [], "GET": []}
+    for line in host.check_output(shlex.join(parts)).splitlines():
+        method, code = line.split()
+        codes[method].append(code)
+    assert (len(codes["POST"]), len(codes["GET"])) == (writes, reads), codes
+    return codes
+
+
+def test_writes_beyond_their_burst_get_429_reads_pass(lb, lb_addr):
+    """Writes have their own, stricter limit (2 r/s, burst 10); the GETs sent with them
+    are not counted there (the api zone's burst of 20 takes them and the 11 writes)."""
+    time.sleep(5.5)  # let the buckets drain (writes: 10 at 2 r/s)
+    codes = _writes_with_reads(lb, lb_addr, writes=20, reads=6)  # the lb: not exempt
+    ok, limited = codes["POST"].count("200"), codes["POST"].count("429")
+    assert ok + limited == 20, codes
+    assert 11 <= ok <= 15, codes  # burst 10 + the first, nodelay (+ the rate's refill)
+    assert codes["GET"] == ["200"] * 6, codes
+
+
+def test_exempt_client_writes_not_limited(client, lb_addr):
+    codes = _writes_with_reads(client, lb_addr, writes=20, reads=0)
+    assert codes["POST"] == ["200"] * 20, codes
 
 
 # --- exporter ----------------------------------------------------------------------------
