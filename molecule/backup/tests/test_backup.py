@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # tools.loadgen
 from tools.dashboards import metric_names  # noqa: E402
 from tools.loadgen import Load, Target  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
+from tools.systemd import start  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 GROUP_VARS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"][
@@ -274,7 +275,7 @@ def test_new_clusters_have_data_checksums():
 
 def test_the_figures_reach_prometheus():
     for host in (DB, REPO):
-        assert host.run("systemctl start pgbackrest-metrics.service").rc == 0
+        start(host, "pgbackrest-metrics.service")
     # The differential backup of the test above, once the collector has run.
     backups, waited = wait_for('pgbackrest_backup_last_completion_timestamp_seconds{type="diff"}')
     archived = wait_for("pgbackrest_archive_last_archived_timestamp_seconds > 0")[0]

@@ -34,6 +34,8 @@ from conftest import (
     under_load,
 )
 
+from tools.systemd import start
+
 testinfra_hosts = [LB]
 PG_UNIT = "postgresql@15-main"
 OUTAGE = 13  # seconds, as in the report that opened the issue
@@ -119,19 +121,6 @@ def last_bad_after(result, t0):
     return max((t for t in result.failure_times if t >= t0), default=None)
 
 
-def start(host, unit):
-    """systemctl start, once more if the lab lost its race with the removal of the stopped
-    unit's cgroup (exit 219/CGROUP, as in molecule/edge/prepare.yml); any other failure
-    fails the test with the unit's journal."""
-    result = machine(host).run(f"systemctl start {unit}")
-    if result.rc != 0:
-        status = machine(host).run(f"systemctl show -p ExecMainStatus --value {unit}").stdout
-        journal = machine(host).run(f"journalctl -u {unit} -n 20 --no-pager").stdout
-        assert status.strip() == "219", f"{unit} did not start: {result.stderr}\n{journal}"
-        print(f"{unit} on {host}: the lab's 219/CGROUP on start, started again")
-        machine(host).check_output(f"systemctl start {unit}")
-
-
 def outage(host, unit, lb_url, targets):
     """Stop a dependency for OUTAGE seconds under load; return the figures."""
     log_at = lb_error_log_size()
@@ -144,7 +133,7 @@ def outage(host, unit, lb_url, targets):
             failing = failing_checks()
             time.sleep(max(0.0, down + OUTAGE - time.time()))
             restarting = time.time()  # the service may answer before `start` returns
-            start(host, unit)
+            start(machine(host), unit)
             return down, restarting, time.time(), failing
 
         (down, restarting, up, failing), load, wall = under_load(targets, run)
@@ -198,7 +187,7 @@ def test_write_during_outage_says_when_to_retry(lb_url, write_token):
             timeout=10,
         )
     finally:
-        start(DB, PG_UNIT)
+        start(machine(DB), PG_UNIT)
     assert resp.status_code == 503 and int(resp.headers["retry-after"]) > 0, resp.text
     assert "database" in resp.text and "Error" not in resp.text, resp.text
 
