@@ -3,7 +3,7 @@ targets' requests in turn until a duration ends or `stop()` is called, and count
 connection error and every non-2xx answer.
 
     python -m tools.loadgen https://198.18.0.10/api/v1/products/1 -c 50 -d 30
-    TOKEN=$(python -m tools.token INVENTORY) python -m tools.loadgen \
+    TOKEN=$(python -m tools.api_token INVENTORY) python -m tools.loadgen \
         https://198.18.0.10/version --post https://198.18.0.10/api/v1/products
 
 Writes need a token (`--token` or TOKEN, sent as `Authorization: Bearer`); a write the app
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tools.token import auth_headers
+from tools.api_token import auth_headers
 
 ALLOWED = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/15")]
 MAX_DURATION = 900.0
@@ -251,7 +251,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.post and not args.token:
-        parser.error("--post needs a token: --token or TOKEN (python -m tools.token INVENTORY)")
+        parser.error("--post needs a token: --token or TOKEN (python -m tools.api_token INVENTORY)")
     targets: list[str | Target] = [*args.urls]
     targets += [
         Target(url, "POST", new_product, headers=auth_headers(args.token)) for url in args.post

@@ -1,5 +1,5 @@
 """A few real requests through the lab's Nginx over HTTPS, printed for a person to read.
-The write carries a token minted on the first app host (tools.token).
+The write carries a token minted on the first app host (tools.api_token).
 
 python -m tools.smoke INVENTORY
 """
@@ -12,7 +12,7 @@ import uuid
 import httpx
 import yaml
 
-from tools.token import auth_headers, token_for
+from tools.api_token import auth_headers, token_for
 
 
 def lb_address(inventory: str) -> str:

@@ -32,8 +32,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
 
+from tools.api_token import auth_headers, token_for  # noqa: E402
 from tools.lab.lab import ssh_cmd  # noqa: E402  (the lab's key and options, REPO on sys.path)
-from tools.token import auth_headers, token_for  # noqa: E402
 
 # A write token outlives any benchmark.
 WRITE_TOKEN_TTL = 4 * 3600

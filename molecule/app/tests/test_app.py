@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[3]))
+from tools.api_token import token_for  # noqa: E402
 from tools.loadgen import Load  # noqa: E402
-from tools.token import token_for  # noqa: E402
 
 NAME = "fastapi-ops-app"
 ROOT = f"/srv/{NAME}"

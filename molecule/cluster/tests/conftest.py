@@ -19,8 +19,8 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.*
 
+from tools.api_token import auth_headers, token_for  # noqa: E402
 from tools.loadgen import Load, Target, new_product  # noqa: E402
-from tools.token import auth_headers, token_for  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 _RUNNER = AnsibleRunner(INVENTORY)

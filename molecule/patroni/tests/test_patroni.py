@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.*
 
 from tools import dashboards  # noqa: E402
+from tools.api_token import auth_headers, token_for  # noqa: E402
 from tools.lab import lab  # noqa: E402
 from tools.loadgen import Load, Target, new_product  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
-from tools.token import auth_headers, token_for  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 DB_HOSTS = ["pg1", "pg2", "pg3"]

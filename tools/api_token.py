@@ -1,7 +1,7 @@
 """A token of the deployed app for the clients that write (drills, benchmarks, the demo),
 minted on the first app host by playbooks/token.yml:
 
-    python -m tools.token INVENTORY [--subject S] [--ttl N] [--out FILE]
+    python -m tools.api_token INVENTORY [--subject S] [--ttl N] [--out FILE]
 
 prints the token, or writes it to FILE (0600) and prints nothing.
 """
