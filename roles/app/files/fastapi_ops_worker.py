@@ -137,11 +137,15 @@ class _ReadyMarks:
 class HandoverServer(Server):
     """Uvicorn's server, marking itself ready and handing over before it stops."""
 
-    def __init__(self, *args: Any, marks: _ReadyMarks, handover_limit: float, **kwargs: Any):
+    def __init__(
+        self, *args: Any, marks: _ReadyMarks, handover_limit: float, master: int, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.marks, self.handover_limit = marks, handover_limit
         self.handover_until: float | None = None
-        self.master = os.getppid()
+        # The master that forked us, not os.getppid() now: a master killed while this
+        # worker was still booting would leave it serving on as an orphan.
+        self.master = master
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)
@@ -190,6 +194,7 @@ class DrainingUvicornWorker(UvicornWorker):
             config=self.config,
             marks=_ReadyMarks(self.cfg.worker_tmp_dir),
             handover_limit=float(self.cfg.timeout),
+            master=self.ppid,
         )
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)

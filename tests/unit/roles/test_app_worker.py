@@ -237,3 +237,34 @@ def test_workers_of_a_killed_master_drain_and_leave(gunicorn) -> None:
         alive = {pid for pid in workers if running(pid)}
         time.sleep(0.1)
     assert not alive, "orphaned workers kept running"
+
+
+def test_a_worker_still_booting_when_its_master_is_killed_leaves(tmp_path: Path) -> None:
+    """The master dies while its worker boots (post_worker_init holds it 2 s): once
+    booted, the worker sees it is an orphan and leaves instead of serving on."""
+    (tmp_path / "tinyapp.py").write_text(APP)
+    (tmp_path / "hold.py").write_text(
+        "import time\n\ndef post_worker_init(worker):\n    time.sleep(2)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{WORKER_DIR}:{tmp_path}")
+    proc = subprocess.Popen(
+        [str(GUNICORN), "-k", "fastapi_ops_worker.DrainingUvicornWorker",
+         "-c", str(tmp_path / "hold.py"), "-b", f"127.0.0.1:{free_port()}", "-w", "1",
+         "--worker-tmp-dir", str(tmp_path), "tinyapp:app"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not worker_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = worker_pids(proc.pid)
+        assert workers, "gunicorn forked no worker"
+        proc.kill()  # during the worker's 2 s in post_worker_init
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(running(pid) for pid in workers), "the orphaned worker kept serving"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
