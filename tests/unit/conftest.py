@@ -78,26 +78,25 @@ def ansible_playbook(tmp_path):
 @pytest.fixture
 def run_tasks(tmp_path, ansible_playbook):
     """Run these tasks on localhost (connection local) with these extra variables (passed
-    as JSON, so any string arrives as it is); return the CompletedProcess (output in
-    .stdout)."""
+    as JSON, so any string arrives as it is) and ansible-playbook arguments, in `inventory`
+    if given (it must hold localhost); return the CompletedProcess (output in .stdout)."""
 
-    def run(tasks: list[dict], extra_vars: dict) -> subprocess.CompletedProcess:
+    def run(
+        tasks: list[dict], extra_vars: dict, *args: str, inventory: dict | None = None
+    ) -> subprocess.CompletedProcess:
         play = [{"name": "Unit test", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
         (tmp_path / "play.yml").write_text(json.dumps(play))
         (tmp_path / "vars.json").write_text(json.dumps(extra_vars))
-        inventory = {
-            "all": {
-                "hosts": {
-                    "localhost": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": sys.executable,
-                    }
-                }
-            }
-        }
-        (tmp_path / "hosts.json").write_text(json.dumps(inventory))
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        (tmp_path / "hosts.json").write_text(
+            json.dumps(inventory or {"all": {"hosts": {"localhost": local}}})
+        )
         return ansible_playbook(
-            tmp_path / "hosts.json", tmp_path / "play.yml", "-e", f"@{tmp_path / 'vars.json'}"
+            tmp_path / "hosts.json",
+            tmp_path / "play.yml",
+            "-e",
+            f"@{tmp_path / 'vars.json'}",
+            *args,
         )
 
     return run

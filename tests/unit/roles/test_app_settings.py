@@ -20,7 +20,7 @@ KEY = "k" * 32
 PREVIOUS_KEYS = ['old key, with "quotes", $HOME and \\ 0123456789', "o" * 32]
 
 
-def run_role(ansible_playbook, tmp_path: Path, tasks: list[dict], extra_vars: dict, *args: str):
+def run_role(run_tasks, tasks: list[dict], extra_vars: dict, *args: str):
     """Run tasks on localhost in an inventory with an lb (IPv4) and a monitoring host (IPv6)
     that are never contacted; return the CompletedProcess."""
     inventory = {
@@ -38,13 +38,7 @@ def run_role(ansible_playbook, tmp_path: Path, tasks: list[dict], extra_vars: di
             },
         }
     }
-    play = [{"name": "Unit test", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
-    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    (tmp_path / "vars.json").write_text(json.dumps(extra_vars))
-    return ansible_playbook(
-        tmp_path / "hosts.json", tmp_path / "play.yml", "-e", f"@{tmp_path / 'vars.json'}", *args
-    )
+    return run_tasks(tasks, extra_vars, *args, inventory=inventory)
 
 
 def role_tasks(entry_point: str, **kwargs) -> dict:
@@ -57,7 +51,7 @@ def role_tasks(entry_point: str, **kwargs) -> dict:
     }
 
 
-def render_env(ansible_playbook, tmp_path: Path, **extra_vars) -> dict[str, str]:
+def render_env(run_tasks, tmp_path: Path, **extra_vars) -> dict[str, str]:
     """The role's EnvironmentFile for these variables, as systemd and Gunicorn read it."""
     out = tmp_path / "app.env"
     tasks = [
@@ -66,15 +60,15 @@ def render_env(ansible_playbook, tmp_path: Path, **extra_vars) -> dict[str, str]
         role_tasks("assert_env", public=True),
         {"ansible.builtin.template": {"src": str(ROLE / "templates/app.env.j2"), "dest": str(out)}},
     ]
-    result = run_role(ansible_playbook, tmp_path, tasks, extra_vars)
+    result = run_role(run_tasks, tasks, extra_vars)
     assert result.returncode == 0, result.stdout + result.stderr
     env = systemd_reads(out)
     assert gunicorn_reads(out) == env
     return env
 
 
-def test_previous_keys_and_detail_networks_reach_the_app_as_json(ansible_playbook, tmp_path):
-    env = render_env(ansible_playbook, tmp_path, app_secret_keys_previous=PREVIOUS_KEYS)
+def test_previous_keys_and_detail_networks_reach_the_app_as_json(run_tasks, tmp_path):
+    env = render_env(run_tasks, tmp_path, app_secret_keys_previous=PREVIOUS_KEYS)
     assert json.loads(env["SECRET_KEYS_PREVIOUS"]) == PREVIOUS_KEYS
     networks = json.loads(env["HEALTH_DETAIL_NETWORKS"])
     # Loopback, this host, the lb and the monitoring host: what may reach app_port.
@@ -84,9 +78,9 @@ def test_previous_keys_and_detail_networks_reach_the_app_as_json(ansible_playboo
     assert "PUBLIC_BASE_URL" not in env  # empty: the app keeps its own default
 
 
-def test_empty_previous_keys_a_set_list_of_networks_and_a_public_url(ansible_playbook, tmp_path):
+def test_empty_previous_keys_a_set_list_of_networks_and_a_public_url(run_tasks, tmp_path):
     env = render_env(
-        ansible_playbook,
+        run_tasks,
         tmp_path,
         app_health_detail_networks=["192.0.2.0/24"],
         app_public_base_url="https://shop.example",
@@ -96,9 +90,9 @@ def test_empty_previous_keys_a_set_list_of_networks_and_a_public_url(ansible_pla
     assert env["PUBLIC_BASE_URL"] == "https://shop.example"
 
 
-def test_an_app_map_without_the_new_names_gets_none_of_them(ansible_playbook, tmp_path):
+def test_an_app_map_without_the_new_names_gets_none_of_them(run_tasks, tmp_path):
     env = render_env(
-        ansible_playbook,
+        run_tasks,
         tmp_path,
         app_env_map={"SECRET_KEY": "secret_key", "BASE_URL": "public_base_url"},
         app_secret_key=KEY,
@@ -106,23 +100,20 @@ def test_an_app_map_without_the_new_names_gets_none_of_them(ansible_playbook, tm
     assert env == {"SECRET_KEY": KEY}  # public_base_url is empty: not written
 
 
-def check_inputs(ansible_playbook, tmp_path: Path, **extra_vars):
+def check_inputs(run_tasks, **extra_vars):
     base = {
         "app_secret_key": KEY,
         "postgresql_app_password": "p" * 16,
         "redis_app_password": "r" * 16,
     }
-    return run_role(ansible_playbook, tmp_path, [role_tasks("assert")], base | extra_vars)
+    return run_role(run_tasks, [role_tasks("assert")], base | extra_vars)
 
 
 @pytest.mark.parametrize("environment", ["production", "staging"])
-def test_a_short_previous_key_is_refused_without_being_shown(
-    ansible_playbook, tmp_path, environment
-):
+def test_a_short_previous_key_is_refused_without_being_shown(run_tasks, environment):
     short = "old-but-short-key"
     result = check_inputs(
-        ansible_playbook,
-        tmp_path,
+        run_tasks,
         app_environment=environment,
         app_secret_keys_previous=["o" * 32, short],
     )
@@ -131,23 +122,20 @@ def test_a_short_previous_key_is_refused_without_being_shown(
     assert short not in result.stdout + result.stderr
 
 
-def test_previous_keys_may_be_short_in_a_lab_environment(ansible_playbook, tmp_path):
-    result = check_inputs(
-        ansible_playbook, tmp_path, app_environment="testing", app_secret_keys_previous=["x"]
-    )
+def test_previous_keys_may_be_short_in_a_lab_environment(run_tasks):
+    result = check_inputs(run_tasks, app_environment="testing", app_secret_keys_previous=["x"])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_token_entry_point_needs_a_subject(ansible_playbook, tmp_path):
-    result = run_role(ansible_playbook, tmp_path, [role_tasks("token")], {})
+def test_the_token_entry_point_needs_a_subject(run_tasks):
+    result = run_role(run_tasks, [role_tasks("token")], {})
     assert result.returncode != 0
     assert "missing required arguments: app_token_subject" in result.stdout, result.stdout
 
 
-def test_the_token_entry_point_says_when_the_app_is_not_deployed(ansible_playbook, tmp_path):
+def test_the_token_entry_point_says_when_the_app_is_not_deployed(run_tasks, tmp_path):
     result = run_role(
-        ansible_playbook,
-        tmp_path,
+        run_tasks,
         [role_tasks("token")],
         {"app_token_subject": "ci", "app_root": str(tmp_path / "srv")},
     )
@@ -178,7 +166,7 @@ print(os.environ["SECRET_KEY"], os.environ["APP_NAME"], *sys.argv[1:])
 """
 
 
-def mint(ansible_playbook, tmp_path: Path, monkeypatch, env_file: str, *args: str):
+def mint(run_tasks, tmp_path: Path, monkeypatch, env_file: str, *args: str):
     """The entry point `token` in check mode with the stand-ins, app_token written to
     tmp_path/token; returns the CompletedProcess."""
     bin_dir, app_root = tmp_path / "bin", tmp_path / "srv"
@@ -204,14 +192,14 @@ def mint(ansible_playbook, tmp_path: Path, monkeypatch, env_file: str, *args: st
         "app_root": str(app_root),
         "__app_env_file": str(tmp_path / "app.env"),
     }
-    return run_role(ansible_playbook, tmp_path, tasks, extra_vars, "--check", *args)
+    return run_role(run_tasks, tasks, extra_vars, "--check", *args)
 
 
 def test_the_token_entry_point_mints_with_the_services_environment(
-    ansible_playbook, tmp_path, monkeypatch
+    run_tasks, tmp_path, monkeypatch
 ):
     env_file = '# written by the role\nSECRET_KEY="s3cret-signing-key"\nAPP_NAME="shop"\n'
-    result = mint(ansible_playbook, tmp_path, monkeypatch, env_file)
+    result = mint(run_tasks, tmp_path, monkeypatch, env_file)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "token").read_text() == (
         "s3cret-signing-key shop --subject=ci --ttl=600"
@@ -220,8 +208,8 @@ def test_the_token_entry_point_mints_with_the_services_environment(
     assert "s3cret-signing-key" not in result.stdout + result.stderr
 
 
-def test_the_token_entry_point_shows_the_commands_message(ansible_playbook, tmp_path, monkeypatch):
-    result = mint(ansible_playbook, tmp_path, monkeypatch, 'APP_NAME="shop"\n')
+def test_the_token_entry_point_shows_the_commands_message(run_tasks, tmp_path, monkeypatch):
+    result = mint(run_tasks, tmp_path, monkeypatch, 'APP_NAME="shop"\n')
     assert result.returncode != 0
     assert "fastapi-ops-app-token failed on localhost (exit 1): SECRET_KEY is not set" in (
         result.stdout
