@@ -139,6 +139,10 @@ class Settings(DatabaseSettings):
     # (a switchover or failover under way) is retried for this long before the request
     # fails: the lead moves in a few seconds. 0: fail at once (a single server).
     db_primary_wait: float = Field(0.0, ge=0, le=30)
+    # The database password before a rotation: a new connection that PostgreSQL refuses
+    # for its password (28P01) with the one in DATABASE_URL is tried once with this one,
+    # so the app can get the new password before or after the server does.
+    database_password_previous: SecretStr | None = None
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_pool_size: int = Field(20, ge=1)
@@ -230,7 +234,9 @@ class Settings(DatabaseSettings):
             raise ValueError("must have no user, query or fragment")
         return value.rstrip("/")
 
-    @field_validator("app_release", "sentry_dsn", "public_base_url", mode="before")
+    @field_validator(
+        "app_release", "sentry_dsn", "public_base_url", "database_password_previous", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

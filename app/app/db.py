@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -73,16 +75,42 @@ def connect_args(settings: DatabaseSettings, application_name: str) -> dict[str,
 
 # SQLSTATE classes a wait cannot fix: wrong password (28), unknown database (3D).
 _CONNECT_FINAL_SQLSTATE_CLASSES = frozenset({"28", "3D"})
+INVALID_PASSWORD = "28P01"  # invalid_password: the server refused the password
 PRIMARY_POLL = 0.25  # seconds between two connection attempts while waiting
 
 
-def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
+def _connect_either_password(
+    dialect: Dialect,
+    cargs: Sequence[object],
+    params: dict[str, Any],
+    previous_password: str | None,
+) -> DBAPIConnection:
+    """`dialect.connect`, tried once more with the previous password when the server
+    refuses the current one: during a rotation the app may have the new password before
+    the server does. Any other error, or a refused previous password, is raised as is."""
+    try:
+        return dialect.connect(*cargs, **params)
+    except Exception as exc:
+        if (
+            previous_password is None
+            or getattr(exc, "sqlstate", None) != INVALID_PASSWORD
+            or params.get("password") == previous_password
+        ):
+            raise
+    log.info("database password refused, connecting with DATABASE_PASSWORD_PREVIOUS")
+    return dialect.connect(*cargs, **{**params, "password": previous_password})
+
+
+def follow_the_primary(
+    engine: AsyncEngine, seconds: float, previous_password: str | None = None
+) -> None:
     """New connections with several hosts in the URL (a Patroni cluster, with
     target_session_attrs=read-write) try the hosts one at a time, the one that took the
     last connection first, each within the connect timeout: asyncpg's own multi-host
     connect spends one timeout on all of them, so a host that accepts TCP but never answers
     (a frozen machine) ahead of the primary would fail every new connection. While no
-    host is the primary (the lead moves), they try again for up to `seconds`."""
+    host is the primary (the lead moves), they try again for up to `seconds`.
+    A refused password is tried once more with `previous_password` when it is set."""
     last: tuple[str, int] | None = None  # (host, port) that took the last connection
 
     @event.listens_for(engine.sync_engine, "do_connect")
@@ -103,7 +131,7 @@ def follow_the_primary(engine: AsyncEngine, seconds: float) -> None:
                     else {**cparams, "host": candidate[0], "port": candidate[1]}
                 )
                 try:
-                    connection = dialect.connect(*cargs, **params)
+                    connection = _connect_either_password(dialect, cargs, params, previous_password)
                 except Exception as exc:
                     sqlstate = getattr(exc, "sqlstate", None) or ""
                     if sqlstate[:2] in _CONNECT_FINAL_SQLSTATE_CLASSES:
@@ -134,7 +162,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         hide_parameters=True,
         connect_args=connect_args(settings, settings.app_name),
     )
-    follow_the_primary(engine, settings.db_primary_wait)
+    previous = settings.database_password_previous
+    follow_the_primary(
+        engine, settings.db_primary_wait, previous.get_secret_value() if previous else None
+    )
     return engine
 
 
