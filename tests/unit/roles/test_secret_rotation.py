@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from test_app_settings import render_env
 
 REPO = Path(__file__).resolve().parents[3]
 REDIS = REPO / "roles" / "redis"
 NEW, OLD = "new-redis-password-0123456789", "old-redis-password-0123456789"
 SENTINEL_USER, SENTINEL_PASSWORD = "sentinel", "sentinel-password-0123456789"
+ADMIN_PASSWORD = "admin-password-0123456789"
 
 
 def need(binary: str) -> str:
@@ -63,7 +65,7 @@ def render(run_tasks, tmp_path: Path, template: str, **extra_vars) -> str:
     base = {
         "redis_app_password": NEW,
         "__redis_exporter_password": b64("exporter-password"),
-        "__redis_admin_password": b64("admin-password"),
+        "__redis_admin_password": b64(ADMIN_PASSWORD),
     }
     result = run_tasks(tasks, base | extra_vars)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -182,23 +184,36 @@ def test_sentinel_conf_template_gives_the_app_user_both_passwords(run_tasks, tmp
     assert f"#{sha(NEW)} #{sha(OLD)} " in app_line
 
 
-def run_sentinel_users(run_tasks, port: int, **extra_vars):
+def run_role(run_tasks, entry_point: str, **extra_vars):
+    """Run an entry point (a tasks file) of the redis role; return the CompletedProcess."""
     tasks = [
         {
             "ansible.builtin.include_role": {
                 "name": "fastapi_ops.stack.redis",
-                "tasks_from": "sentinel_users",
+                "tasks_from": entry_point,
             }
         }
     ]
     base = {
         "redis_app_password": NEW,
-        "redis_sentinel_port": port,
-        "redis_sentinel_password": SENTINEL_PASSWORD,
+        "__redis_exporter_password": b64("exporter-password"),
+        "__redis_admin_password": b64(ADMIN_PASSWORD),
     }
     result = run_tasks(tasks, base | extra_vars)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def sentinel_passwords(run_tasks, port: int, **extra_vars):
+    return run_role(
+        run_tasks,
+        "app_passwords",
+        __redis_acl_port=port,
+        __redis_acl_login_user=SENTINEL_USER,
+        __redis_acl_login_password=SENTINEL_PASSWORD,
+        __redis_acl_sentinel=True,
+        **extra_vars,
+    )
 
 
 def test_a_running_sentinel_takes_the_new_passwords_without_a_restart(run_tasks, tmp_path, server):
@@ -208,21 +223,74 @@ def test_a_running_sentinel_takes_the_new_passwords_without_a_restart(run_tasks,
     assert accepts(port, "app", OLD) and not accepts(port, "app", NEW)
 
     # The rotation: both passwords, kept in sentinel.conf at once (FLUSHCONFIG).
-    result = run_sentinel_users(run_tasks, port, redis_app_password_previous=OLD)
+    result = sentinel_passwords(run_tasks, port, redis_app_password_previous=OLD)
     assert "changed=2" in result.stdout, result.stdout
     assert accepts(port, "app", OLD) and accepts(port, "app", NEW)
     app_line = next(line for line in conf.read_text().splitlines() if line.startswith("user app "))
     assert sha(NEW) in app_line and sha(OLD) in app_line
     # A rerun changes nothing.
-    assert (
-        "changed=0" in run_sentinel_users(run_tasks, port, redis_app_password_previous=OLD).stdout
-    )
+    result = sentinel_passwords(run_tasks, port, redis_app_password_previous=OLD)
+    assert "changed=0" in result.stdout, result.stdout
 
     # The finishing run: the new password alone.
-    run_sentinel_users(run_tasks, port)
+    sentinel_passwords(run_tasks, port)
     assert accepts(port, "app", NEW) and not accepts(port, "app", OLD)
     assert sha(OLD) not in conf.read_text()
     assert NEW not in conf.read_text()
+
+
+class AppClient:
+    """One connection of the app's user, kept open: its id says whether it was dropped."""
+
+    def __init__(self, port: int, password: str) -> None:
+        self.client = redis.Redis(
+            port=port, username="app", password=password, single_connection_client=True
+        )
+        self.first_id = self.client.client_id()
+
+    def kept(self) -> bool:
+        try:
+            return bool(self.client.client_id() == self.first_id)
+        except redis.ConnectionError:  # dropped, and its password is no longer accepted
+            return False
+
+
+def test_a_data_node_takes_a_new_app_password_without_dropping_a_connection(
+    run_tasks, tmp_path, server
+):
+    (tmp_path / "render").mkdir()
+    acl = tmp_path / "users.acl"
+    acl.write_text(render(run_tasks, tmp_path / "render", "users.acl.j2", redis_app_password=OLD))
+    port = server("--aclfile", str(acl), "--save", "", "--appendonly", "no")
+    client = AppClient(port, OLD)
+    where = {
+        "__redis_acl_file": str(acl),
+        "__redis_config_check": f"/bin/sh {REDIS / 'files' / 'redis-check-config'}",
+        "redis_port": port,
+    }
+
+    # The rotation: the aclfile and the running server both take the two passwords, with
+    # ACL SETUSER (ACL LOAD would drop every client).
+    result = run_role(run_tasks, "acl", redis_app_password_previous=OLD, **where)
+    assert "ACL LOAD" not in result.stdout, result.stdout
+    assert accepts(port, "app", NEW) and accepts(port, "app", OLD)
+    assert sha(NEW) in acl.read_text() and sha(OLD) in acl.read_text()
+    assert client.kept()
+    assert (
+        "changed=0" in run_role(run_tasks, "acl", redis_app_password_previous=OLD, **where).stdout
+    )
+
+    # The finishing run: the new password alone; the open connection stays.
+    run_role(run_tasks, "acl", **where)
+    assert accepts(port, "app", NEW) and not accepts(port, "app", OLD)
+    assert sha(OLD) not in acl.read_text()
+    assert client.kept()
+
+    # Any other change of the users is loaded whole (ACL LOAD): the clients reconnect.
+    result = run_role(run_tasks, "acl", redis_exporter_user="metrics", **where)
+    assert "ACL LOAD" in result.stdout, result.stdout
+    assert accepts(port, "metrics", "exporter-password")
+    assert not client.kept()
 
 
 def test_the_previous_database_password_reaches_the_app_only_when_set(ansible_playbook, tmp_path):
