@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,3 +301,78 @@ def test_the_previous_database_password_reaches_the_app_only_when_set(ansible_pl
     assert env["DATABASE_PASSWORD_PREVIOUS"] == tricky
     (tmp_path / "none").mkdir()
     assert "DATABASE_PASSWORD_PREVIOUS" not in render_env(ansible_playbook, tmp_path / "none")
+
+
+def test_the_users_entry_point_rotates_a_running_node(
+    ansible_playbook, run_tasks, tmp_path, server
+):
+    """Entry point `users` (what playbooks/rotate-secrets.yml runs on a cache host), with
+    the role's own files in a scratch directory."""
+    (tmp_path / "render").mkdir()
+    acl = tmp_path / "users.acl"
+    acl.write_text(render(run_tasks, tmp_path / "render", "users.acl.j2", redis_app_password=OLD))
+    (tmp_path / "admin.password").write_text(ADMIN_PASSWORD)
+    (tmp_path / "exporter.password").write_text("exporter-password")
+    port = server("--aclfile", str(acl), "--save", "", "--appendonly", "no")
+    client = AppClient(port, OLD)
+    inventory = {
+        "all": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                }
+            },
+            "children": {"cache": {"hosts": {"localhost": {}}}},
+        }
+    }
+    play = [
+        {
+            "name": "Rotation",
+            "hosts": "cache",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ansible.builtin.include_role": {
+                        "name": "fastapi_ops.stack.redis",
+                        "tasks_from": "users",
+                    }
+                }
+            ],
+        }
+    ]
+    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+
+    def users(**extra_vars):
+        values = {
+            "redis_app_password": NEW,
+            "redis_port": port,
+            "__redis_acl_file": str(acl),
+            "__redis_admin_password_file": str(tmp_path / "admin.password"),
+            "__redis_exporter_password_file": str(tmp_path / "exporter.password"),
+            "__redis_config_check": f"/bin/sh {REDIS / 'files' / 'redis-check-config'}",
+            **extra_vars,
+        }
+        (tmp_path / "vars.json").write_text(json.dumps(values))
+        result = ansible_playbook(
+            tmp_path / "hosts.json", tmp_path / "play.yml", "-e", f"@{tmp_path / 'vars.json'}"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    users(redis_app_password_previous=OLD)
+    assert accepts(port, "app", NEW) and accepts(port, "app", OLD)
+    assert client.kept()
+    assert "changed=0" in users(redis_app_password_previous=OLD).stdout
+
+    # The running server lost the change (a run that stopped after writing the file): the
+    # entry point compares the running server, not only the file.
+    cli(port, "fastapi-ops", ADMIN_PASSWORD, "ACL", "SETUSER", "app", "resetpass", f"#{sha(OLD)}")
+    assert not accepts(port, "app", NEW)
+    users(redis_app_password_previous=OLD)
+    assert accepts(port, "app", NEW)
+
+    users()
+    assert accepts(port, "app", NEW) and not accepts(port, "app", OLD)
+    assert client.kept()
