@@ -88,6 +88,26 @@ async def test_the_new_password_before_and_after_the_server_has_it(  # type: ign
     assert (await stale.get("/api/v1/products/1")).status_code == 500
 
 
+async def test_each_host_of_a_cluster_url_takes_the_previous_password(  # type: ignore[no-untyped-def]
+    app_factory, make_settings: Callable[..., Settings], database_url: str, app_role: str
+) -> None:
+    # A Patroni cluster's URL (several hosts, read-write wanted): the fallback applies to
+    # the host that answers, as with one server.
+    base = make_url(url_of(database_url, app_role, NEW))
+    hosts = [f"{base.host}:{base.port or 5432}"] * 2
+    url = base.set(
+        host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"}
+    )
+    settings = make_settings(
+        database_url=url.render_as_string(hide_password=False),
+        database_password_previous=OLD,
+        db_primary_wait=2,
+    )
+    client = await app_factory(settings)
+    statuses = await burst(client, "cluster")
+    assert set(statuses) <= {200, 201}, statuses
+
+
 async def test_the_previous_password_is_not_tried_for_other_errors(  # type: ignore[no-untyped-def]
     app_factory, make_settings: Callable[..., Settings], database_url: str, app_role: str
 ) -> None:
