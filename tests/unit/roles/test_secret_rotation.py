@@ -295,12 +295,12 @@ def test_a_data_node_takes_a_new_app_password_without_dropping_a_connection(
     assert not client.kept()
 
 
-def test_the_previous_database_password_reaches_the_app_only_when_set(ansible_playbook, tmp_path):
+def test_the_previous_database_password_reaches_the_app_only_when_set(run_tasks, tmp_path):
     tricky = 'old "db" pass $HOME \\ `id` #x'
-    env = render_env(ansible_playbook, tmp_path, app_database_password_previous=tricky)
+    env = render_env(run_tasks, tmp_path, app_database_password_previous=tricky)
     assert env["DATABASE_PASSWORD_PREVIOUS"] == tricky
     (tmp_path / "none").mkdir()
-    assert "DATABASE_PASSWORD_PREVIOUS" not in render_env(ansible_playbook, tmp_path / "none")
+    assert "DATABASE_PASSWORD_PREVIOUS" not in render_env(run_tasks, tmp_path / "none")
 
 
 def test_the_users_entry_point_rotates_a_running_node(
