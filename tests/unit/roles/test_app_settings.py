@@ -20,9 +20,12 @@ KEY = "k" * 32
 PREVIOUS_KEYS = ['old key, with "quotes", $HOME and \\ 0123456789', "o" * 32]
 
 
-def run_role(run_tasks, tasks: list[dict], extra_vars: dict, *args: str):
-    """Run tasks on localhost in an inventory with an lb (IPv4) and a monitoring host (IPv6)
-    that are never contacted; return the CompletedProcess."""
+def run_role(
+    run_tasks, tasks: list[dict], extra_vars: dict, *args: str, groups: dict | None = None
+):
+    """Run tasks on localhost in an inventory with an lb (IPv4) and a monitoring host (IPv6),
+    and these further groups ({name: {host: variables}}), that are never contacted; return
+    the CompletedProcess."""
     inventory = {
         "all": {
             "hosts": {
@@ -35,6 +38,7 @@ def run_role(run_tasks, tasks: list[dict], extra_vars: dict, *args: str):
             "children": {
                 "lb": {"hosts": {"lb1": {"private_address": "10.0.0.2"}}},
                 "monitoring": {"hosts": {"mon1": {"ansible_host": "2001:db8::9"}}},
+                **{name: {"hosts": hosts} for name, hosts in (groups or {}).items()},
             },
         }
     }
@@ -51,7 +55,9 @@ def role_tasks(entry_point: str, **kwargs) -> dict:
     }
 
 
-def render_env(run_tasks, tmp_path: Path, **extra_vars) -> dict[str, str]:
+def render_env(
+    run_tasks, tmp_path: Path, groups: dict | None = None, **extra_vars
+) -> dict[str, str]:
     """The role's EnvironmentFile for these variables, as systemd and Gunicorn read it."""
     out = tmp_path / "app.env"
     tasks = [
@@ -60,7 +66,7 @@ def render_env(run_tasks, tmp_path: Path, **extra_vars) -> dict[str, str]:
         role_tasks("assert_env", public=True),
         {"ansible.builtin.template": {"src": str(ROLE / "templates/app.env.j2"), "dest": str(out)}},
     ]
-    result = run_role(run_tasks, tasks, extra_vars)
+    result = run_role(run_tasks, tasks, extra_vars, groups=groups)
     assert result.returncode == 0, result.stdout + result.stderr
     env = systemd_reads(out)
     assert gunicorn_reads(out) == env
@@ -98,6 +104,34 @@ def test_an_app_map_without_the_new_names_gets_none_of_them(run_tasks, tmp_path)
         app_secret_key=KEY,
     )
     assert env == {"SECRET_KEY": KEY}  # public_base_url is empty: not written
+
+
+DB_GROUP = {"db": {"db1": {"private_address": "10.0.0.7"}}}
+CA_FILE = "/etc/fastapi-ops-app/postgresql-ca.crt"
+
+
+def test_an_app_checks_the_postgresql_role_s_certificate_with_libpq_s_variables(
+    run_tasks, tmp_path
+):
+    env = render_env(run_tasks, tmp_path, groups=DB_GROUP)
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == CA_FILE
+    assert "10.0.0.7" in env["DATABASE_URL"]  # the address the certificate names
+
+
+def test_no_tls_variables_without_the_postgresql_role_s_tls(run_tasks, tmp_path):
+    without_tls = {"db": {"db1": {"private_address": "10.0.0.7", "postgresql_tls": False}}}
+    env = render_env(run_tasks, tmp_path, groups=without_tls)
+    assert "PGSSLMODE" not in env and "PGSSLROOTCERT" not in env
+    (tmp_path / "no-db").mkdir()
+    env = render_env(run_tasks, tmp_path / "no-db")  # an outside database: the driver's default
+    assert "PGSSLMODE" not in env and "PGSSLROOTCERT" not in env
+
+
+def test_a_mode_without_a_certificate_check_gets_no_ca(run_tasks, tmp_path):
+    env = render_env(run_tasks, tmp_path, groups=DB_GROUP, app_database_sslmode="require")
+    assert env["PGSSLMODE"] == "require"
+    assert "PGSSLROOTCERT" not in env
 
 
 def check_inputs(run_tasks, **extra_vars):
@@ -214,3 +248,23 @@ def test_the_token_entry_point_shows_the_commands_message(run_tasks, tmp_path, m
     assert "fastapi-ops-app-token failed on localhost (exit 1): SECRET_KEY is not set" in (
         result.stdout
     ), result.stdout
+
+
+def test_a_certificate_check_without_a_ca_is_refused(run_tasks):
+    result = check_inputs(run_tasks, app_database_sslmode="verify-full")
+    assert result.returncode != 0
+    assert "app_database_sslmode verify-full checks the server's certificate" in result.stdout, (
+        result.stdout
+    )
+    result = check_inputs(run_tasks, app_database_sslmode="verify-full", app_database_ssl_ca="PEM")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_unknown_ssl_mode_is_refused(run_tasks):
+    # Argument validation, before the role's first task.
+    tasks = [{"ansible.builtin.setup": {"gather_subset": ["min"]}}, role_tasks("main")]
+    result = run_role(run_tasks, tasks, {"app_database_sslmode": "verify"})
+    assert result.returncode != 0
+    assert "Validating arguments against arg spec" in result.stdout
+    assert "value of app_database_sslmode must be one of" in result.stdout, result.stdout
+    assert "app_database_sslmode" in result.stdout and "verify-full" in result.stdout, result.stdout
