@@ -21,9 +21,15 @@ def reachable(machine, ip: str, port: int) -> bool:
 
 
 def psql(
-    machine, ip: str, user: str, password: str, db: str = "app", sql: str = "SELECT current_user"
+    machine,
+    ip: str,
+    user: str,
+    password: str,
+    db: str = "app",
+    sql: str = "SELECT current_user",
+    tls: str = "sslmode=prefer",
 ):
-    dsn = f"host={ip} dbname={db} user={user} sslmode=prefer connect_timeout=5"
+    dsn = f"host={ip} dbname={db} user={user} {tls} connect_timeout=5"
     return machine.run(
         f"PGPASSWORD={shlex.quote(password)} psql -AtX {shlex.quote(dsn)} -c {shlex.quote(sql)}"
     )
@@ -55,6 +61,45 @@ def test_wrong_password_refused_by_postgres(app, db_address):
     result = psql(app, db_address, "app", "not-the-password")
     assert result.rc != 0
     assert "password authentication failed" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def ca_file(db, app):
+    """The PostgreSQL CA's certificate, copied from the CA host (the app role does the same)."""
+    pem = db.check_output("cat /etc/postgresql/tls/ca.crt")
+    app.check_output("install -d -m 0755 /tmp/pg-ca && echo %s > /tmp/pg-ca/ca.crt", pem)
+    yield "/tmp/pg-ca/ca.crt"
+    app.run("rm -rf /tmp/pg-ca")
+
+
+def test_app_connection_is_tls_with_a_certificate_the_ca_signed_for_the_address(
+    app, db_address, secrets, ca_file
+):
+    sql = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    result = psql(
+        app,
+        db_address,
+        "app",
+        secrets["pg"],
+        sql=sql,
+        tls=f"sslmode=verify-full sslrootcert={ca_file}",
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() in ("t|TLSv1.3", "t|TLSv1.2"), result.stdout
+
+
+def test_a_certificate_for_another_name_is_refused_by_the_client(app, db_address, secrets, ca_file):
+    # The same server under a name its certificate does not carry: verify-full refuses it.
+    tls = f"sslmode=verify-full sslrootcert={ca_file} hostaddr={db_address}"
+    result = psql(app, "db.invalid", "app", secrets["pg"], tls=tls)
+    assert result.rc != 0
+    assert 'does not match host name "db.invalid"' in result.stderr, result.stderr
+
+
+def test_plaintext_is_refused_even_with_the_right_password(app, db_address, secrets):
+    result = psql(app, db_address, "app", secrets["pg"], tls="sslmode=disable")
+    assert result.rc != 0
+    assert "no encryption" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(

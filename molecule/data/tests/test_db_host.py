@@ -91,7 +91,7 @@ def test_hba_has_no_trust_and_only_the_app_hosts(host, app):
         "FROM pg_hba_file_rules ORDER BY line_number",
     ).splitlines()
     assert sorted(rules) == [
-        f"host|app|app|{app_address}|255.255.255.255|scram-sha-256|",
+        f"hostssl|app|app|{app_address}|255.255.255.255|scram-sha-256|",
         "local|all|postgres|||peer|",
         "local|postgres|prometheus|||peer|",
     ]
@@ -189,6 +189,20 @@ def test_secret_files_are_private(host):
     assert host.file("/etc/redis/exporter.password").mode == 0o600
     assert host.file("/etc/default/prometheus-redis-exporter").mode == 0o600
     assert "molecule-app-cache-secret" not in host.file("/etc/redis/redis.conf").content_string
+    # The CA key stays root's; the server key is the server's alone.
+    for path, user in (("ca.key", "root"), ("server.key", "postgres")):
+        key = host.file(f"/etc/postgresql/tls/{path}")
+        assert (key.user, key.mode) == (user, 0o600), path
+
+
+def test_server_offers_tls_with_the_ca_s_certificate_for_its_address(host):
+    assert psql(host, "SHOW ssl") == "on"
+    assert psql(host, "SHOW ssl_cert_file") == "/etc/postgresql/tls/server.crt"
+    address = host.backend.get_variables()["ansible_host"]
+    # The chain and the address, as a client checks them.
+    host.check_output(
+        "cd /etc/postgresql/tls && openssl verify -CAfile ca.crt -verify_ip %s server.crt", address
+    )
 
 
 @pytest.mark.parametrize(

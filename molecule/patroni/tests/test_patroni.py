@@ -1,7 +1,9 @@
 """Scenario patroni: pg1-pg3 run PostgreSQL under Patroni (synchronous mode) with a
 3-member etcd over TLS; pgedge runs the cache, the app, Nginx and Prometheus.
 
-Proven here, with figures printed for the issue note: Redis as built (a master, two
+Proven here, with figures printed for the issue note: the move of the cluster, built in
+plaintext as a release before TLS between hosts did (converge.yml), to verified TLS by a
+run of site.yml under load; Redis as built (a master, two
 replicas, three Sentinels, the default user refused, closed to other hosts), a Sentinel
 stopped and kill -9 of the Redis master under load; the PostgreSQL cluster as built (one leader,
 a synchronous and an asynchronous replica, checksums, the same settings everywhere,
@@ -285,6 +287,71 @@ def drill(name: str, product_id: int, action, frozen: str | None = None):
 
 def read_failures(load: Load) -> int:
     return sum(load.by_target[n].bad for n in ("read", "cached read", "version"))
+
+
+# --- From plaintext to verified TLS ------------------------------------------------------
+
+APP_PYTHON = "/srv/fastapi-ops-app/current/venv/bin/python"
+# One connection as the app's role from the app host, with TLS as asked (asyncpg's ssl).
+CONNECT = (
+    "import asyncio, os, sys, asyncpg\n"
+    "async def main():\n"
+    "    c = await asyncpg.connect(host=sys.argv[1], user='app', database='app', ssl=sys.argv[2],\n"
+    "                              password=os.environ['DB_PASSWORD'], timeout=5)\n"
+    "    print(await c.fetchval('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'))\n"
+    "asyncio.run(main())\n"
+)
+
+
+def over_tls(host: str, who: str) -> list[str]:
+    """pg_stat_ssl's `ssl` of the leader's sessions: the app's, or the replicas' streams."""
+    join = (
+        "pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'app'"
+        if who == "app"
+        else "pg_stat_replication r JOIN pg_stat_ssl s USING (pid)"
+    )
+    return psql(host, f"SELECT s.ssl FROM {join}", db="postgres").split()
+
+
+def test_a_plaintext_cluster_moves_to_verified_tls_without_a_failed_request(product_id):
+    """converge.yml built the cluster as a release before TLS did: the app and the replicas
+    in plaintext. site.yml with its defaults, under the mixed load: the CA and each member's
+    certificate, then the TLS settings with hostssl in one reload per member (Patroni's
+    local configuration), then the app hosts with verify-full: no failed request."""
+    lead = leader(wait_cluster())
+    assert set(over_tls(lead, "app")) == {"f"}
+    assert over_tls(lead, "replication") == ["f", "f"]
+
+    def migrate():
+        t0 = time.time()
+        run = run_playbook("site.yml", INVENTORY)
+        assert run.returncode == 0, run.stdout[-3000:]
+        return t0
+
+    load, writes, fig = drill("tls_migration", product_id, migrate)
+    assert fig["failed"] == 0 and fig["numbered_failed"] == 0, fig
+    assert fig["missing_acked"] == [], fig
+    assert fig["leader_after"] == lead, fig
+    assert set(over_tls(lead, "app")) == {"t"}  # the old workers' sessions are gone
+    deadline = time.monotonic() + 30  # the replicas' WAL receivers reconnect with sslmode
+    while over_tls(lead, "replication") != ["t", "t"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert over_tls(lead, "replication") == ["t", "t"]
+    app_env = machine("pgedge").check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
+    assert 'PGSSLMODE="verify-full"' in app_env
+    # Plaintext is refused now, even with the app's password.
+    pgedge = machine("pgedge")
+    for ssl, expected in (("disable", "no encryption"), ("verify-full", "True")):
+        out = pgedge.run(
+            "cd / && DB_PASSWORD=%s PGSSLROOTCERT=/etc/fastapi-ops-app/postgresql-ca.crt"
+            " %s -c %s %s %s",
+            secret("postgresql_app_password"),
+            APP_PYTHON,
+            CONNECT,
+            address(lead),
+            ssl,
+        )
+        assert expected in out.stdout + out.stderr, (ssl, out.stdout, out.stderr)
 
 
 # --- The cluster as built ---------------------------------------------------------------
