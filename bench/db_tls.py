@@ -24,18 +24,15 @@ import json
 import shlex
 import statistics
 import time
-from pathlib import Path
 
 import benchlib
-from benchlib import Lab, log, ratio, table, wrk
+from benchlib import FreshReads, Lab, log, ratio, table
 from stack import NO_CACHE, https_json
 
 MACHINES = {"bench-sedge": "lb,app", "bench-sdata": "db,cache"}
 APP = "fastapi-ops-app"
 ENV_FILE = f"/etc/{APP}/{APP}.env"
 PYTHON = f"/srv/{APP}/current/venv/bin/python"
-SEED = 60000
-LUA = str(Path(__file__).parent / "benchlib" / "fresh_ids.lua")
 MODES = {"tls": "verify-full", "plain": "disable"}
 # New connections one after the other (argv: count, PGSSLMODE); prints the median and p95
 # in ms. asyncpg reads PGSSLMODE and PGSSLROOTCERT as the app does.
@@ -106,26 +103,13 @@ def main() -> None:
             lab.write_headers("bench-db-tls"),
         )
         pid = json.loads(body)["id"]
-        lab.ssh(
-            "bench-sdata",
-            'cd /tmp && runuser -u postgres -- psql -q -d app -c "INSERT INTO products'
-            " (sku, name, category, price, stock) SELECT"
-            f" 'SEED-{pid}-' || g, 'Bench product', 'bench', 9.99, 0"
-            f' FROM generate_series(1, {SEED}) g"',
-        )
-        url = f"{lb}/api/v1/products/{pid}"
-        next_id = pid + 1
+        fresh = FreshReads(lab, "bench-sdata", f"{lb}/api/v1/products/{pid}", pid)
         reads: dict[str, list[dict]] = {mode: [] for mode in MODES}
         for rnd in range(args.rounds):
             for mode in MODES:
                 app_mode(lab, mode)
                 for dur, keep in ((2, False), (d, True)):
-                    r = wrk(
-                        url, dur, c, headers=NO_CACHE, script=LUA, script_args=[str(next_id), "2"]
-                    )
-                    next_id += r["requests"] + 2 * c + 10
-                    if next_id > pid + SEED:
-                        raise SystemExit("ran out of seeded products; raise SEED")
+                    r = fresh.wrk(dur, c, NO_CACHE)
                     if keep:
                         reads[mode].append(r)
                         log(f"round {rnd + 1} {mode}: {r['rps']:.0f} req/s")

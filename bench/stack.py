@@ -30,10 +30,9 @@ import json
 import statistics
 import time
 import urllib.request
-from pathlib import Path
 
 import benchlib
-from benchlib import Lab, log, ratio, table, wrk
+from benchlib import FreshReads, Lab, log, ratio, table, wrk
 
 MACHINES = {"bench-lb": "lb", "bench-app": "app", "bench-db": "db", "bench-cache": "cache"}
 APP = "fastapi-ops-app"
@@ -105,10 +104,6 @@ def stop_naive(lab: Lab) -> None:
     )
 
 
-SEED = 60000  # products for case d's fresh ids (each read once per run)
-LUA = str(Path(__file__).parent / "benchlib" / "fresh_ids.lua")
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -144,13 +139,7 @@ def main() -> None:
             f"head -c {size} /dev/zero | tr '\\0' x > /var/www/fastapi_ops/static/product.json"
             " && chmod 0644 /var/www/fastapi_ops/static/product.json",
         )
-        # Case d's products: SEED rows of the same shape, ids after the first product.
-        lab.ssh(
-            "bench-db",
-            'runuser -u postgres -- psql -q -d app -c "INSERT INTO products'
-            f" (sku, name, category, price, stock) SELECT 'SEED-{pid}-' || g, 'Bench product',"
-            f" 'bench', 9.99, 0 FROM generate_series(1, {SEED}) g\"",
-        )
+        fresh = FreshReads(lab, "bench-db", product, pid)  # case d
         start_naive(lab)
         naive = f"http://{lab.addresses['bench-app']}:{NAIVE_PORT}/api/v1/products/{pid}"
         guide_url = None
@@ -165,7 +154,6 @@ def main() -> None:
         }
         log(f"product {pid}: {size} bytes, X-Cache-Status {headers_seen}")
 
-        next_id = pid + 1
         cases = {
             "a": (f"{lb}/static/product.json", None),
             "b": (product, None),
@@ -180,14 +168,8 @@ def main() -> None:
             for rnd in range(args.rounds):
                 for k, (url, headers) in cases.items():
                     if k == "d":
-                        kw = {"script": LUA, "script_args": [str(next_id), "2"]}
-                        warm = wrk(url, 2, c, headers=headers, **kw)
-                        next_id += warm["requests"] + 2 * c + 10
-                        kw["script_args"] = [str(next_id), "2"]
-                        r = wrk(url, d, c, headers=headers, **kw)
-                        next_id += r["requests"] + 2 * c + 10
-                        if next_id > pid + SEED:
-                            raise SystemExit("case d ran out of seeded products; raise SEED")
+                        fresh.wrk(2, c, headers)  # warm-up
+                        r = fresh.wrk(d, c, headers)
                     else:
                         wrk(url, 2, c, headers=headers)  # warm-up: pools, caches, TLS
                         r = wrk(url, d, c, headers=headers)

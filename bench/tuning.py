@@ -24,10 +24,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import benchlib
-from benchlib import Lab, log, ratio, table, wrk
+from benchlib import FreshReads, Lab, log, ratio, table
 from stack import NO_CACHE, https_json
 
 MACHINES = {"bench-tedge": "lb,app", "bench-tdata": "db,cache"}
@@ -36,8 +35,6 @@ BASE_KEYS = (
     "listen_addresses|port|password_encryption|max_connections|superuser_reserved_connections"
     "|log_connections|log_disconnections|log_lock_waits|log_min_duration_statement"
 )
-SEED = 60000
-LUA = str(Path(__file__).parent / "benchlib" / "fresh_ids.lua")
 REDIS_TESTS = "set,get,incr,lpush,lpop"
 
 
@@ -92,32 +89,14 @@ def main() -> None:
             lab.write_headers("bench-tuning"),
         )
         pid = json.loads(body)["id"]
-        lab.ssh(
-            "bench-tdata",
-            'cd /tmp && runuser -u postgres -- psql -q -d app -c "INSERT INTO products'
-            " (sku, name, category, price, stock) SELECT"
-            f" 'SEED-{pid}-' || g, 'Bench product', 'bench', 9.99, 0"
-            f' FROM generate_series(1, {SEED}) g"',
-        )
-        url = f"{lb}/api/v1/products/{pid}"
-        next_id = pid + 1
+        fresh = FreshReads(lab, "bench-tdata", f"{lb}/api/v1/products/{pid}", pid)
         pg: dict[str, list[dict]] = {"tuned": [], "defaults": []}
         try:
             for rnd in range(args.rounds):
                 for mode in ("tuned", "defaults"):
                     pg_mode(lab, mode == "tuned")  # a restart before every case
                     for dur, keep in ((2, False), (d, True)):
-                        r = wrk(
-                            url,
-                            dur,
-                            c,
-                            headers=NO_CACHE,
-                            script=LUA,
-                            script_args=[str(next_id), "2"],
-                        )
-                        next_id += r["requests"] + 2 * c + 10
-                        if next_id > pid + SEED:
-                            raise SystemExit("ran out of seeded products; raise SEED")
+                        r = fresh.wrk(dur, c, NO_CACHE)
                         if keep:
                             pg[mode].append(r)
                             log(f"round {rnd + 1} postgres {mode}: {r['rps']:.0f} req/s")

@@ -248,6 +248,37 @@ def wrk(
     }
 
 
+class FreshReads:
+    """wrk runs in which every request reads a product not read before (fresh_ids.lua): a
+    Redis miss and a PostgreSQL read in the app. `seed` products of the same shape are
+    inserted on `db_machine` after `first_id`; each run starts after the ids of the last."""
+
+    SCRIPT = str(Path(__file__).parent / "fresh_ids.lua")
+
+    def __init__(self, lab: Lab, db_machine: str, url: str, first_id: int, seed: int = 60000):
+        lab.ssh(
+            db_machine,
+            'cd /tmp && runuser -u postgres -- psql -q -d app -c "INSERT INTO products'
+            f" (sku, name, category, price, stock) SELECT 'SEED-{first_id}-' || g, 'Bench product',"
+            f" 'bench', 9.99, 0 FROM generate_series(1, {seed}) g\"",
+        )
+        self.url, self.next_id, self.last_id = url, first_id + 1, first_id + seed
+
+    def wrk(self, duration: int, connections: int, headers: dict[str, str]) -> dict:
+        r = wrk(
+            self.url,
+            duration,
+            connections,
+            headers=headers,
+            script=self.SCRIPT,
+            script_args=[str(self.next_id), "2"],
+        )
+        self.next_id += r["requests"] + 2 * connections + 10
+        if self.next_id > self.last_id:
+            raise SystemExit("ran out of seeded products; raise FreshReads' seed")
+        return r
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else 0.0
 
