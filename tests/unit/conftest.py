@@ -77,19 +77,30 @@ def ansible_playbook(tmp_path):
 
 @pytest.fixture
 def run_tasks(tmp_path, ansible_playbook):
-    """Run these tasks on localhost (connection local) with these extra variables (passed
-    as JSON, so any string arrives as it is) and ansible-playbook arguments, in `inventory`
-    if given (it must hold localhost); return the CompletedProcess (output in .stdout)."""
+    """Run these tasks on localhost (connection local, with `host_vars`) with these extra
+    variables (passed as JSON, so any string arrives as it is) and ansible-playbook
+    arguments; `groups` ({name: {host: variables}}) adds groups to the inventory, whose
+    other hosts are never contacted (a group may hold localhost). Returns the
+    CompletedProcess (output in .stdout)."""
 
     def run(
-        tasks: list[dict], extra_vars: dict, *args: str, inventory: dict | None = None
+        tasks: list[dict],
+        extra_vars: dict,
+        *args: str,
+        groups: dict[str, dict] | None = None,
+        host_vars: dict | None = None,
     ) -> subprocess.CompletedProcess:
         play = [{"name": "Unit test", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
         (tmp_path / "play.yml").write_text(json.dumps(play))
         (tmp_path / "vars.json").write_text(json.dumps(extra_vars))
-        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        local = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            **(host_vars or {}),
+        }
+        children = {name: {"hosts": hosts} for name, hosts in (groups or {}).items()}
         (tmp_path / "hosts.json").write_text(
-            json.dumps(inventory or {"all": {"hosts": {"localhost": local}}})
+            json.dumps({"all": {"hosts": {"localhost": local}, "children": children}})
         )
         return ansible_playbook(
             tmp_path / "hosts.json",

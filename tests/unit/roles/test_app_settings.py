@@ -23,26 +23,20 @@ PREVIOUS_KEYS = ['old key, with "quotes", $HOME and \\ 0123456789', "o" * 32]
 def run_role(
     run_tasks, tasks: list[dict], extra_vars: dict, *args: str, groups: dict | None = None
 ):
-    """Run tasks on localhost in an inventory with an lb (IPv4) and a monitoring host (IPv6),
-    and these further groups ({name: {host: variables}}), that are never contacted; return
-    the CompletedProcess."""
-    inventory = {
-        "all": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": sys.executable,
-                    "private_address": "10.0.0.5",
-                }
-            },
-            "children": {
-                "lb": {"hosts": {"lb1": {"private_address": "10.0.0.2"}}},
-                "monitoring": {"hosts": {"mon1": {"ansible_host": "2001:db8::9"}}},
-                **{name: {"hosts": hosts} for name, hosts in (groups or {}).items()},
-            },
-        }
-    }
-    return run_tasks(tasks, extra_vars, *args, inventory=inventory)
+    """Run tasks on localhost (10.0.0.5) in an inventory with an lb (IPv4) and a monitoring
+    host (IPv6), and these further groups ({name: {host: variables}}), that are never
+    contacted; return the CompletedProcess."""
+    return run_tasks(
+        tasks,
+        extra_vars,
+        *args,
+        host_vars={"private_address": "10.0.0.5"},
+        groups={
+            "lb": {"lb1": {"private_address": "10.0.0.2"}},
+            "monitoring": {"mon1": {"ansible_host": "2001:db8::9"}},
+            **(groups or {}),
+        },
+    )
 
 
 def role_tasks(entry_point: str, **kwargs) -> dict:

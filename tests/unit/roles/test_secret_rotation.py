@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +51,14 @@ def redis_role_vars() -> list[dict]:
     ]
 
 
+# The app's new password and the role's own logins, as its earlier tasks would set them.
+ROLE_VARS = {
+    "redis_app_password": NEW,
+    "__redis_exporter_password": b64("exporter-password"),
+    "__redis_admin_password": b64(ADMIN_PASSWORD),
+}
+
+
 def render(run_tasks, tmp_path: Path, template: str, **extra_vars) -> str:
     out = tmp_path / template.removesuffix(".j2")
     tasks = [
@@ -64,12 +70,7 @@ def render(run_tasks, tmp_path: Path, template: str, **extra_vars) -> str:
             }
         },
     ]
-    base = {
-        "redis_app_password": NEW,
-        "__redis_exporter_password": b64("exporter-password"),
-        "__redis_admin_password": b64(ADMIN_PASSWORD),
-    }
-    result = run_tasks(tasks, base | extra_vars)
+    result = run_tasks(tasks, ROLE_VARS | extra_vars)
     assert result.returncode == 0, result.stdout + result.stderr
     return out.read_text()
 
@@ -196,12 +197,7 @@ def run_role(run_tasks, entry_point: str, **extra_vars):
             }
         }
     ]
-    base = {
-        "redis_app_password": NEW,
-        "__redis_exporter_password": b64("exporter-password"),
-        "__redis_admin_password": b64(ADMIN_PASSWORD),
-    }
-    result = run_tasks(tasks, base | extra_vars)
+    result = run_tasks(tasks, ROLE_VARS | extra_vars)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -303,9 +299,7 @@ def test_the_previous_database_password_reaches_the_app_only_when_set(run_tasks,
     assert "DATABASE_PASSWORD_PREVIOUS" not in render_env(run_tasks, tmp_path / "none")
 
 
-def test_the_users_entry_point_rotates_a_running_node(
-    ansible_playbook, run_tasks, tmp_path, server
-):
+def test_the_users_entry_point_rotates_a_running_node(run_tasks, tmp_path, server):
     """Entry point `users` (what playbooks/rotate-secrets.yml runs on a cache host), with
     the role's own files in a scratch directory."""
     (tmp_path / "render").mkdir()
@@ -315,34 +309,9 @@ def test_the_users_entry_point_rotates_a_running_node(
     (tmp_path / "exporter.password").write_text("exporter-password")
     port = server("--aclfile", str(acl), "--save", "", "--appendonly", "no")
     client = AppClient(port, OLD)
-    inventory = {
-        "all": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": sys.executable,
-                }
-            },
-            "children": {"cache": {"hosts": {"localhost": {}}}},
-        }
-    }
-    play = [
-        {
-            "name": "Rotation",
-            "hosts": "cache",
-            "gather_facts": False,
-            "tasks": [
-                {
-                    "ansible.builtin.include_role": {
-                        "name": "fastapi_ops.stack.redis",
-                        "tasks_from": "users",
-                    }
-                }
-            ],
-        }
+    tasks = [
+        {"ansible.builtin.include_role": {"name": "fastapi_ops.stack.redis", "tasks_from": "users"}}
     ]
-    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
-    (tmp_path / "play.yml").write_text(json.dumps(play))
 
     def users(**extra_vars):
         values = {
@@ -354,10 +323,7 @@ def test_the_users_entry_point_rotates_a_running_node(
             "__redis_config_check": f"/bin/sh {REDIS / 'files' / 'redis-check-config'}",
             **extra_vars,
         }
-        (tmp_path / "vars.json").write_text(json.dumps(values))
-        result = ansible_playbook(
-            tmp_path / "hosts.json", tmp_path / "play.yml", "-e", f"@{tmp_path / 'vars.json'}"
-        )
+        result = run_tasks(tasks, values, groups={"cache": {"localhost": {}}})
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 
