@@ -4,6 +4,7 @@ project's ansible.cfg, plain output for the tests to read."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,20 @@ def run_playbook(
         env=env,
         check=False,
     )
+
+
+TASK_HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(.+)\] \**$")
+CHANGED = re.compile(r"^changed: \[([^\]\s]+)")
+
+
+def changed_tasks(stdout: str) -> dict[str, set[str]]:
+    """The tasks (and handlers) a run reported changed, with the hosts they changed on,
+    from ansible-playbook's default output."""
+    changed: dict[str, set[str]] = {}
+    task = ""
+    for line in stdout.splitlines():
+        if header := TASK_HEADER.match(line):
+            task = header[1]
+        elif found := CHANGED.match(line):
+            changed.setdefault(task, set()).add(found[1])
+    return changed

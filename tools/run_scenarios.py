@@ -80,8 +80,13 @@ def failure_report(log: Path) -> list[str]:
         ANSI.sub("", line).lstrip(" │") for line in log.read_text(errors="replace").splitlines()
     ]
     marks = ("fatal:", "FAILED ", "E   ", "failed: [")
-    picked = [line[:600] for line in lines if line.startswith(marks) and "RETRYING" not in line]
-    picked = picked[-40:]
+    picked = []
+    for i, line in enumerate(lines):
+        if line.startswith(marks) and "RETRYING" not in line:
+            picked.append(line[:600])
+            if line.startswith(("fatal:", "failed: [")):  # the result follows, one key a line
+                picked += [f"  {more[:300]}" for more in lines[i + 1 : i + 13]]
+    picked = picked[-60:]
     return picked + ["..."] + lines[-8:]
 
 
