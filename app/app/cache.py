@@ -80,35 +80,59 @@ class Cache:
         params: str,
         ttl: int,
         load: Callable[[], Awaitable[Any]],
+        look_again_after: Callable[[Exception], bool] | None = None,
     ) -> tuple[Any, bool]:
-        """Return (value, hit). `load` returns a JSON-able value or None (not cached)."""
-        if not self._available():
-            CACHE_MISSES.labels(cache).inc()
-            return await load(), False
+        """Return (value, hit). `load` returns a JSON-able value or None (not cached).
+
+        When `load` raises an error `look_again_after` accepts (the database unavailable),
+        Redis is asked once more before the error goes on: a machine that carried both the
+        primary and the Redis master is gone, and Sentinel has promoted a replica while
+        the query waited for its timeout."""
         data_key: str | None = None
-        try:
-            # Never read an entry whose invalidation is still owed.
-            await self._replay()
-            version_key = self.key(namespace, "version")
-            # EVAL, not EVALSHA: the app's Redis ACL allows EVAL but not SCRIPT LOAD.
-            version, raw = await self.redis.eval(_READ, 1, version_key, self.key(namespace), params)
-            if version is None:
-                version = await self._version(namespace)
-            data_key = self.key(namespace, version, params)
-        except (RedisError, OSError) as exc:
-            self._failed("get", exc)
-        else:
-            if raw is not None:
-                CACHE_HITS.labels(cache).inc()
-                return json.loads(raw), True
+        if self._available():
+            try:
+                data_key, raw = await self._read(namespace, params)
+            except (RedisError, OSError) as exc:
+                self._failed("get", exc)
+            else:
+                if raw is not None:
+                    CACHE_HITS.labels(cache).inc()
+                    return json.loads(raw), True
         CACHE_MISSES.labels(cache).inc()
-        value = await load()
+        try:
+            value = await load()
+        except Exception as exc:
+            if not (self.enabled and look_again_after and look_again_after(exc)):
+                raise
+            raw = await self._look_again(namespace, params)
+            if raw is None:
+                raise
+            return json.loads(raw), True  # counted as the miss it first was
         if value is not None and data_key is not None:
             try:
                 await self.redis.set(data_key, json.dumps(value, separators=(",", ":")), ex=ttl)
             except (RedisError, OSError) as exc:
                 self._failed("set", exc)
         return value, False
+
+    async def _read(self, namespace: str, params: str) -> tuple[str, bytes | str | None]:
+        """(data key, entry or None) of the namespace's current token."""
+        # Never read an entry whose invalidation is still owed.
+        await self._replay()
+        version_key = self.key(namespace, "version")
+        # EVAL, not EVALSHA: the app's Redis ACL allows EVAL but not SCRIPT LOAD.
+        version, raw = await self.redis.eval(_READ, 1, version_key, self.key(namespace), params)
+        if version is None:
+            version = await self._version(namespace)
+        return self.key(namespace, version, params), raw
+
+    async def _look_again(self, namespace: str, params: str) -> bytes | str | None:
+        """The entry, if Redis answers now (whatever an earlier failure said)."""
+        try:
+            return (await self._read(namespace, params))[1]
+        except (RedisError, OSError) as exc:
+            self._failed("get", exc)
+            return None
 
     async def _replace_tokens(self, namespaces: set[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url, text
 
-from tests.conftest import _asyncpg_dsn, product
+from tests.conftest import REDIS_URL, _asyncpg_dsn, product
 from tests.faults import FaultProxy
 
 UNAVAILABLE = {"detail": "the database is unavailable, retry later"}
@@ -162,6 +162,39 @@ async def test_database_blackholed_answers_503_in_bounded_time(  # type: ignore[
     while pool.checkedout() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert pool.checkedout() == 0, pool.status()
+
+
+async def test_a_read_looks_in_the_cache_again_when_the_database_fails(  # type: ignore[no-untyped-def]
+    app_factory, make_settings, database_url, pg_proxy: FaultProxy, redis_proxy: FaultProxy
+) -> None:
+    """The machine that carried both the primary and the Redis master went dark: the first
+    look in Redis times out, then the query waits for its own timeout, and meanwhile
+    Sentinel has promoted a replica (here: Redis is back). The second look answers."""
+    settings = make_settings(
+        database_url=pg_proxy.url(database_url), redis_url=redis_proxy.url(REDIS_URL), **FAST
+    )
+    client = await app_factory(settings)
+    cached, uncached = await seed(client)
+
+    await redis_proxy.blackhole()
+    await pg_proxy.blackhole()
+
+    async def redis_back() -> None:
+        await asyncio.sleep(0.8)  # after the first look's timeout, before the query's
+        await redis_proxy.up()
+
+    back = asyncio.create_task(redis_back())
+    hit, elapsed = await timed(client.get(f"/api/v1/products/{cached}"))
+    await back
+    assert (hit.status_code, hit.json()["sku"]) == (200, "SKU-1"), hit.text
+    assert elapsed > 0.8  # it did wait for the database first
+    listed = await client.get("/api/v1/products")
+    assert (listed.status_code, listed.json()["total"]) == (200, 2), listed.text
+    # What the cache never held is still the database's 503.
+    assert_db_unavailable(await client.get(f"/api/v1/products/{uncached}"))
+
+    await pg_proxy.up()  # the sessions dropped on the way left nothing behind
+    await assert_everything_works(client, uncached)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import require_write
 from app.cache import Cache
 from app.config import Settings
-from app.db import get_session
+from app.db import get_session, is_unavailable
 from app.errors import responses
 from app.lock import RedisLock
 from app.models import Product
@@ -45,6 +46,24 @@ def _cacheable(response: Response, settings: Settings) -> None:
         response.headers["Cache-Control"] = f"public, max-age={settings.http_cache_max_age}"
     else:
         response.headers["Cache-Control"] = "no-cache"
+
+
+def _dropping_a_dead_session(
+    session: AsyncSession, load: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
+    """`load`, which closes the session without a ROLLBACK when the database is
+    unavailable (a server that does not answer would make the ROLLBACK wait too), so that
+    the request can still end well if the cache answers on a second look."""
+
+    async def load_or_drop() -> Any:
+        try:
+            return await load()
+        except Exception as exc:
+            if is_unavailable(exc):
+                await session.invalidate()
+            raise
+
+    return load_or_drop
 
 
 def _dump(product: Product) -> dict[str, Any]:
@@ -117,7 +136,12 @@ async def list_products(
     # The key holds exactly the validated query parameters, nothing else.
     params = f"category={category or ''}&page={page}&page_size={page_size}"
     value, _hit = await _cache(request).get_or_load(
-        "product_list", LIST_NAMESPACE, params, _settings(request).cache_ttl_list, load
+        "product_list",
+        LIST_NAMESPACE,
+        params,
+        _settings(request).cache_ttl_list,
+        _dropping_a_dead_session(session, load),
+        look_again_after=is_unavailable,
     )
     _cacheable(response, _settings(request))
     return value
@@ -131,7 +155,12 @@ async def get_product(
         return _dump(product) if product is not None else None
 
     value, _hit = await _cache(request).get_or_load(
-        "product", item_namespace(product_id), "v", _settings(request).cache_ttl_product, load
+        "product",
+        item_namespace(product_id),
+        "v",
+        _settings(request).cache_ttl_product,
+        _dropping_a_dead_session(session, load),
+        look_again_after=is_unavailable,
     )
     if value is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "product not found")
