@@ -12,6 +12,7 @@ by other processes meanwhile are bounded by their TTL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -26,6 +27,9 @@ from app.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 
 log = logging.getLogger(__name__)
 
+# Seconds between two looks in Redis after the database failed a read.
+_LOOK_AGAIN_POLL = 0.25
+
 # Version keys live longer than any data key they guard.
 _VERSION_TTL = 7 * 24 * 3600
 
@@ -39,12 +43,18 @@ return {token, redis.call('GET', ARGV[1] .. ':' .. token .. ':' .. ARGV[2])}
 
 class Cache:
     def __init__(
-        self, redis: Redis, prefix: str, enabled: bool = True, retry_interval: float = 2.0
+        self,
+        redis: Redis,
+        prefix: str,
+        enabled: bool = True,
+        retry_interval: float = 2.0,
+        look_again_seconds: float = 0.0,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.enabled = enabled
         self.retry_interval = retry_interval
+        self.look_again_seconds = look_again_seconds
         self._skip_until = 0.0
         # Namespaces whose invalidation failed; replayed before Redis is used again.
         self._pending: set[str] = set()
@@ -85,9 +95,9 @@ class Cache:
         """Return (value, hit). `load` returns a JSON-able value or None (not cached).
 
         When `load` raises an error `look_again_after` accepts (the database unavailable),
-        Redis is asked once more before the error goes on: a machine that carried both the
-        primary and the Redis master is gone, and Sentinel has promoted a replica while
-        the query waited for its timeout."""
+        Redis is asked again, for up to `look_again_seconds` while it fails, before the
+        error goes on: a machine that carried both the primary and the Redis master is
+        gone, and Sentinel promotes a replica within a few seconds."""
         data_key: str | None = None
         if self._available():
             try:
@@ -127,12 +137,17 @@ class Cache:
         return self.key(namespace, version, params), raw
 
     async def _look_again(self, namespace: str, params: str) -> bytes | str | None:
-        """The entry, if Redis answers now (whatever an earlier failure said)."""
-        try:
-            return (await self._read(namespace, params))[1]
-        except (RedisError, OSError) as exc:
-            self._failed("get", exc)
-            return None
+        """The entry, if Redis answers within look_again_seconds (whatever an earlier
+        failure said); None if it answers without one, or never answers."""
+        deadline = time.monotonic() + self.look_again_seconds
+        while True:
+            try:
+                return (await self._read(namespace, params))[1]
+            except (RedisError, OSError) as exc:
+                self._failed("get", exc)
+                if time.monotonic() >= deadline:
+                    return None
+            await asyncio.sleep(_LOOK_AGAIN_POLL)
 
     async def _replace_tokens(self, namespaces: set[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -51,7 +51,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.redis = redis
     app.state.cache = Cache(
-        redis, settings.cache_prefix, settings.cache_enabled, settings.redis_retry_interval
+        redis,
+        settings.cache_prefix,
+        settings.cache_enabled,
+        settings.redis_retry_interval,
+        settings.redis_look_again_seconds,
     )
     log.info(
         "started",
