@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -177,6 +177,24 @@ def _describe(exc: BaseException) -> str:
     # The driver's message, not SQLAlchemy's (that one carries the SQL and its parameters).
     detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     return f"{type(exc).__name__}: {detail}"
+
+
+def dropping_a_dead_session(
+    session: AsyncSession, load: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
+    """`load`, which closes the session without a ROLLBACK when the database is
+    unavailable (a server that does not answer would make the ROLLBACK wait too), so that
+    the request can still end well if the cache answers on a second look."""
+
+    async def load_or_drop() -> Any:
+        try:
+            return await load()
+        except Exception as exc:
+            if is_unavailable(exc):
+                await session.invalidate()
+            raise
+
+    return load_or_drop
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

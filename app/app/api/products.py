@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import require_write
 from app.cache import Cache
 from app.config import Settings
-from app.db import get_session, is_unavailable
+from app.db import dropping_a_dead_session, get_session, is_unavailable
 from app.errors import responses
 from app.lock import RedisLock
 from app.models import Product
@@ -46,24 +45,6 @@ def _cacheable(response: Response, settings: Settings) -> None:
         response.headers["Cache-Control"] = f"public, max-age={settings.http_cache_max_age}"
     else:
         response.headers["Cache-Control"] = "no-cache"
-
-
-def _dropping_a_dead_session(
-    session: AsyncSession, load: Callable[[], Awaitable[Any]]
-) -> Callable[[], Awaitable[Any]]:
-    """`load`, which closes the session without a ROLLBACK when the database is
-    unavailable (a server that does not answer would make the ROLLBACK wait too), so that
-    the request can still end well if the cache answers on a second look."""
-
-    async def load_or_drop() -> Any:
-        try:
-            return await load()
-        except Exception as exc:
-            if is_unavailable(exc):
-                await session.invalidate()
-            raise
-
-    return load_or_drop
 
 
 def _dump(product: Product) -> dict[str, Any]:
@@ -140,7 +121,7 @@ async def list_products(
         LIST_NAMESPACE,
         params,
         _settings(request).cache_ttl_list,
-        _dropping_a_dead_session(session, load),
+        dropping_a_dead_session(session, load),
         look_again_after=is_unavailable,
     )
     _cacheable(response, _settings(request))
@@ -159,7 +140,7 @@ async def get_product(
         item_namespace(product_id),
         "v",
         _settings(request).cache_ttl_product,
-        _dropping_a_dead_session(session, load),
+        dropping_a_dead_session(session, load),
         look_again_after=is_unavailable,
     )
     if value is None:
