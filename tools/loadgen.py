@@ -1,6 +1,8 @@
 """Bounded HTTP(S) load for drills and benchmarks: N keep-alive connections send the
 targets' requests in turn until a duration ends or `stop()` is called, and count every
-connection error and every non-2xx answer.
+connection error and every non-2xx answer. Without a rate they send as fast as the server
+answers (benchmarks); drills give a rate, so that the load leaves the lab's CPUs to the
+playbook it runs beside.
 
     python -m tools.loadgen https://198.18.0.10/api/v1/products/1 -c 50 -d 30
     TOKEN=$(python -m tools.api_token INVENTORY) python -m tools.loadgen \
@@ -44,6 +46,10 @@ MAX_DURATION = 900.0
 T = TypeVar("T")
 CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 MAX_FAILURE_TIMES = 10_000
+# The drills' pace (requests a second): every request is still a client that never
+# retries, and a gap of 20 ms in service is seen; unpaced, the load and the stack serving
+# it took most of CI's two CPUs from the playbooks under test and the other scenarios.
+DRILL_RATE = 50.0
 
 
 @dataclass
@@ -148,11 +154,15 @@ class Load:
         duration: float = 60.0,
         retry: bool = False,
         timeout: float = 10.0,
+        rate: float | None = None,
     ):
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be above 0 requests per second, not {rate}")
         self.targets = [t if isinstance(t, Target) else Target(t) for t in targets]
         for target in self.targets:
             check_target(target.url)
         self.connections, self.retry, self.timeout = connections, retry, timeout
+        self.rate = rate
         self.duration = min(duration, MAX_DURATION)
         self.result = Result()
         self.by_target = {t.name: Result() for t in self.targets}
@@ -206,7 +216,14 @@ class Load:
 
     async def _worker(self, client: httpx.AsyncClient, n: int, deadline: float) -> None:
         order = itertools.islice(itertools.cycle(self.targets), n % len(self.targets), None)
+        # With a rate, each connection sends once every `gap` seconds, the connections
+        # spread over it; time lost to a slow answer is not made up with a burst.
+        gap = self.connections / self.rate if self.rate else 0.0
+        next_at = time.monotonic() + gap * n / self.connections
         for target in order:
+            if gap:
+                await asyncio.sleep(max(0.0, min(next_at, deadline) - time.monotonic()))
+                next_at = max(next_at + gap, time.monotonic())
             if self._stop.is_set() or time.monotonic() >= deadline:
                 return
             started = time.perf_counter()
@@ -245,6 +262,7 @@ def main() -> None:
     parser.add_argument("--post", action="append", default=[], help="URL to POST products to")
     parser.add_argument("-c", "--connections", type=int, default=32)
     parser.add_argument("-d", "--duration", type=float, default=10.0)
+    parser.add_argument("-r", "--rate", type=float, help="requests per second (default: no limit)")
     parser.add_argument("--retry", action="store_true", help="retry a GET once (counted)")
     parser.add_argument(
         "--token", default=os.environ.get("TOKEN"), help="token of the POSTs (default: $TOKEN)"
@@ -256,7 +274,7 @@ def main() -> None:
     targets += [
         Target(url, "POST", new_product, headers=auth_headers(args.token)) for url in args.post
     ]
-    load = Load(targets, args.connections, args.duration, retry=args.retry).start()
+    load = Load(targets, args.connections, args.duration, retry=args.retry, rate=args.rate).start()
     result = load.wait()
     per_target = {name: r.summary() for name, r in load.by_target.items()}
     print(json.dumps({"total": result.summary(), **per_target}, indent=2))

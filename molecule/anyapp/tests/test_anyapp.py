@@ -30,7 +30,7 @@ SCENARIO = Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
 sys.path.insert(0, str(ROOT))  # tools.loadgen
 
-from tools.loadgen import Load, Target  # noqa: E402
+from tools.loadgen import DRILL_RATE, Load, Target  # noqa: E402
 from tools.playbook import run_playbook  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -133,7 +133,7 @@ def under_load(targets: list[Target], run, settle: float = 2.0):
     # (up to Nginx's 5 s upstream keep-alive) plus this app's start (about 5 s on the lab's
     # 2 busy cores). The client waits 30 s, half of Nginx's proxy_read_timeout; the
     # slowest answer is printed (max_ms).
-    load = Load(targets, connections=CONNECTIONS, duration=900, timeout=30)
+    load = Load(targets, connections=CONNECTIONS, duration=900, timeout=30, rate=DRILL_RATE)
     outcome, wall = load.around(run, settle)
     return outcome, load, wall
 

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[3]))
 from tools.api_token import token_for  # noqa: E402
-from tools.loadgen import Load  # noqa: E402
+from tools.loadgen import DRILL_RATE, Load  # noqa: E402
 
 NAME = "fastapi-ops-app"
 ROOT = f"/srv/{NAME}"
@@ -205,7 +205,12 @@ def test_new_release_under_load_fails_no_request(host, write_token):
     if code == 404:
         assert create_product(host, "LOAD-1", write_token) == 201
     # A client that never retries, on 32 keep-alive connections.
-    load = Load([f"http://{address(host)}:8000/api/v1/products/1"], connections=32, duration=300)
+    load = Load(
+        [f"http://{address(host)}:8000/api/v1/products/1"],
+        connections=32,
+        duration=300,
+        rate=DRILL_RATE,
+    )
     load.start()
     time.sleep(2)
     playbook("-e", "app_build=test2")

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))  # tools.*
 
 from tools.api_token import auth_headers, token_for  # noqa: E402
-from tools.loadgen import Load, Target, new_product  # noqa: E402
+from tools.loadgen import DRILL_RATE, Load, Target, new_product  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 _RUNNER = AnsibleRunner(INVENTORY)
@@ -130,7 +130,7 @@ def mixed_targets(lb_url, product_id, write_token):
 
 def under_load(targets, run, settle=2.0):
     """Load before, during and after `run()`; returns (run's result, load, wall time)."""
-    load = Load(targets, connections=CONNECTIONS, duration=900)
+    load = Load(targets, connections=CONNECTIONS, duration=900, rate=DRILL_RATE)
     outcome, wall = load.around(run, settle)
     return outcome, load, wall
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # tools.*
 from tools import dashboards  # noqa: E402
 from tools.api_token import auth_headers, token_for  # noqa: E402
 from tools.lab import lab  # noqa: E402
-from tools.loadgen import Load, Target, new_product  # noqa: E402
+from tools.loadgen import DRILL_RATE, Load, Target, new_product  # noqa: E402
 from tools.playbook import changed_tasks, run_playbook  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -256,7 +256,13 @@ def drill(name: str, product_id: int, action, frozen: str | None = None):
     # The clients wait up to 30 s, as a browser would (Nginx itself gives the app 60 s):
     # with the primary frozen, a request the app sends to it waits for the driver's
     # command timeout first. The slowest answer of each target is printed.
-    load = Load(mixed_targets(product_id), connections=CONNECTIONS, duration=600, timeout=30)
+    load = Load(
+        mixed_targets(product_id),
+        connections=CONNECTIONS,
+        duration=600,
+        timeout=30,
+        rate=DRILL_RATE,
+    )
     with NumberedWrites() as writes:
         outcome, wall = load.around(lambda: writes.until_resumed(action()), settle=3)
     now = [m for m in members(skip=frozen) if m["name"] != frozen] if frozen else wait_cluster()
