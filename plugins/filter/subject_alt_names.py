@@ -30,7 +30,9 @@ options:
 EXAMPLES = r"""
 - name: The SANs of a server reached by its private address and by name
   ansible.builtin.debug:
-    msg: "{{ [private_address, inventory_hostname, '127.0.0.1', 'localhost'] | fastapi_ops.stack.subject_alt_names }}"
+    msg: >-
+      {{ [private_address, inventory_hostname, '127.0.0.1', 'localhost']
+         | fastapi_ops.stack.subject_alt_names }}
     # ['IP:198.18.0.10', 'DNS:db1', 'IP:127.0.0.1', 'DNS:localhost']
 """
 

@@ -50,10 +50,14 @@ def address(name):
     return machine(name).ansible.get_variables()["ansible_host"]
 
 
+def playbook_argv(name, *args):
+    return ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / name), *args]
+
+
 def playbook(name, *args, timeout=1200):
     """Run one of the collection's playbooks against the cluster, as a user would."""
     return subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / name), *args],
+        playbook_argv(name, *args),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,13 +1,16 @@
 """Drills on the converged cluster, each under a mixed HTTPS load through Nginx (reads
 that bypass the proxy cache, cached reads, /version, writes) from a client that never
-retries: rolling deploy, rollback, a config-only change (Gunicorn reload), drain and
-undrain of one member, a failed rollout: each must give 0 connection errors and 0
-non-2xx answers. Then a reboot of an app machine, bounded like any machine fault.
+retries: rolling deploy (while a second deploy is refused by the deploy lock), rollback,
+a config-only change (Gunicorn reload), drain and undrain of one member, a failed rollout:
+each must give 0 connection errors and 0 non-2xx answers. A stale deploy lock is named
+and broken. Then a reboot of an app machine, bounded like any machine fault.
 
 The tests run in file order and each starts from the state the previous one left."""
 
 import json
+import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -23,6 +26,7 @@ from conftest import (
     mixed_targets,
     outside_window,
     playbook,
+    playbook_argv,
     record,
     release_of,
     under_load,
@@ -30,6 +34,7 @@ from conftest import (
 
 testinfra_hosts = [LB]
 DRAIN_FILE = "/etc/nftables.d/00-drain-fastapi-ops-app.nft"
+DEPLOY_LOCK = "/var/lib/fastapi-ops/deploy.lock"
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +61,45 @@ def assert_ok(proc):
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+def deploy_lock():
+    """The deploy lock (playbooks/lock.yml keeps it on the first app host) and its host."""
+    for host in APP_HOSTS:
+        out = machine(host).run(f"cat {DEPLOY_LOCK}")
+        if out.rc == 0:
+            return host, json.loads(out.stdout)
+    return None, None
+
+
 def test_rolling_deploy_has_zero_failed_requests(targets):
+    """A second deploy.yml started while the first runs is refused, naming the first."""
     before, reloads = release_of(APP_HOSTS[0]), nginx_reloads()
-    proc, load, wall = under_load(targets, lambda: playbook("deploy.yml", "-e", "app_build=drill1"))
+    seen = {}
+
+    def deploy_and_a_second_one():
+        first = subprocess.Popen(
+            playbook_argv("deploy.yml", "-e", "app_build=drill1"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while deploy_lock()[1] is None:
+            assert first.poll() is None and time.monotonic() < deadline, "no lock was taken"
+            time.sleep(1)
+        seen["host"], seen["lock"] = deploy_lock()
+        seen["second"] = playbook("deploy.yml", "-e", "app_build=drill2")
+        out, _unused = first.communicate(timeout=1200)
+        seen["first_pid"] = first.pid
+        return subprocess.CompletedProcess(first.args, first.returncode, out, "")
+
+    proc, load, wall = under_load(targets, deploy_and_a_second_one)
     assert_ok(proc)
+    second = seen["second"]
+    refusal = re.search(r"Another run holds the deploy lock[^\n\"]*", second.stdout)
+    print(f"\nsecond deploy.yml, on the lock held by the first: {refusal and refusal[0]}")
+    assert second.returncode != 0 and refusal, second.stdout[-3000:]
+    assert seen["lock"]["holder"]["pid"] == seen["first_pid"], seen["lock"]
+    for named in (f"pid {seen['first_pid']}", "running deploy.yml", "since"):
+        assert named in refusal[0], (named, refusal[0])
+    assert deploy_lock() == (None, None), "the deploy did not release its lock"
     record("rolling_deploy", **figures(load, wall))
     assert_no_failures(load)
     for host in APP_HOSTS:
@@ -75,6 +115,28 @@ def test_rollback_has_zero_failed_requests(targets):
     assert_no_failures(load)
     for host in APP_HOSTS:
         assert not release_of(host).endswith("+drill1")
+
+
+def test_a_stale_deploy_lock_is_named_and_broken_by_unlock():
+    """A lock left by a controller that died (another host name, three hours old): a run
+    is refused at once, calling it probably stale; playbooks/unlock.yml breaks it."""
+    host = deploy_lock()[0] or APP_HOSTS[0]
+    stale = {
+        "run_id": "ci-gone:4242:1",
+        "since": time.time() - 3 * 3600,
+        "holder": {"user": "ci", "controller": "ci-gone", "pid": 4242, "playbook": "deploy.yml"},
+    }
+    machine(host).check_output(
+        f"mkdir -p /var/lib/fastapi-ops && echo %s > {DEPLOY_LOCK}", json.dumps(stale)
+    )
+    refused = playbook("rollback.yml")
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    for named in ("ci on ci-gone", "pid 4242", "probably stale", "playbooks/unlock.yml"):
+        assert named in refused.stdout, (named, refused.stdout[-3000:])
+    broken = playbook("unlock.yml")
+    assert_ok(broken)
+    assert "Broke the lock of run ci-gone:4242:1" in broken.stdout, broken.stdout[-3000:]
+    assert deploy_lock() == (None, None)
 
 
 def test_config_only_change_reloads_without_failures(targets):
