@@ -29,7 +29,10 @@ def test_app_port_closed_outside_lb_and_monitoring():
 
 
 def test_check_mode_on_the_converged_cluster_is_clean():
-    proc = playbook("site.yml", "--check", "--diff")
+    """The edge and the monitoring host, which read every other host's facts and
+    addresses (upstreams, scrape targets). The app, db and cache hosts' check mode on a
+    converged layout like this one runs in the data scenario, for CI's time (200 s here)."""
+    proc = playbook("site.yml", "--check", "--diff", "--limit", "lb:monitoring")
     assert proc.returncode == 0, proc.stdout[-4000:]
     recap = proc.stdout[proc.stdout.rindex("PLAY RECAP") :]
-    assert recap.count("changed=0") == 6 and "failed=0" in recap, recap
+    assert recap.count("changed=0") == 2 and "failed=0" in recap, recap
