@@ -12,30 +12,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_playbook(
-    name: str, inventory: str | Path, *args: str, timeout: float = 1200
-) -> subprocess.CompletedProcess[str]:
-    """`ansible-playbook -i INVENTORY playbooks/NAME ARGS` from the project root."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    return subprocess.run(
-        [
+def _command(name: str | Path, inventory: str | Path, args: tuple[str, ...]) -> dict:
+    """subprocess arguments of `ansible-playbook -i INVENTORY playbooks/NAME ARGS` (an
+    absolute NAME is a playbook elsewhere), run from the project root."""
+    return {
+        "args": [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(inventory),
             str(ROOT / "playbooks" / name),
             *args,
         ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-        check=False,
+        "cwd": ROOT,
+        "env": {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        },
+        "text": True,
+    }
+
+
+def run_playbook(
+    name: str | Path, inventory: str | Path, *args: str, timeout: float = 1200
+) -> subprocess.CompletedProcess[str]:
+    """Run it to the end: its exit code and output."""
+    return subprocess.run(
+        **_command(name, inventory, args), capture_output=True, timeout=timeout, check=False
+    )
+
+
+def start_playbook(
+    name: str | Path, inventory: str | Path, *args: str, **popen: object
+) -> subprocess.Popen[str]:
+    """Start it in the background (its output on `stdout`, stderr included)."""
+    return subprocess.Popen(
+        **_command(name, inventory, args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **popen,  # type: ignore[arg-type]
     )
 
 

@@ -33,9 +33,9 @@ options:
   state:
     description:
       - V(present) takes the lock, V(absent) releases this run's lock, V(broken) removes
-        the lock whoever holds it, V(query) only reads it.
+        the lock whoever holds it.
     type: str
-    choices: [present, absent, broken, query]
+    choices: [present, absent, broken]
     default: present
   run_id:
     description: What identifies this run. Required with O(state=present) or O(state=absent).
@@ -195,7 +195,7 @@ def main() -> None:
             "state": {
                 "type": "str",
                 "default": "present",
-                "choices": ["present", "absent", "broken", "query"],
+                "choices": ["present", "absent", "broken"],
             },
             "run_id": {"type": "str"},
             "holder": {"type": "dict", "default": {}},
@@ -212,10 +212,6 @@ def main() -> None:
         module.fail_json(msg="wait must be 0 or more, poll and stale_after above 0")
     path, run_id, check = p["path"], p["run_id"], module.check_mode
     result = {"changed": False, "lock": {}, "previous": {}, "took_over": False, "waited": 0.0}
-
-    if p["state"] == "query":
-        result["lock"] = read_lock(path)
-        module.exit_json(**result)
 
     if p["state"] in ("absent", "broken"):
         with guarded(path, check):

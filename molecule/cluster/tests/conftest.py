@@ -5,7 +5,6 @@ with the same shape (MOLECULE_INVENTORY_FILE=... pytest molecule/cluster/tests).
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))  # tools.*
 
 from tools.api_token import auth_headers, token_for  # noqa: E402
 from tools.loadgen import DRILL_RATE, Load, Target, new_product  # noqa: E402
+from tools.playbook import run_playbook  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 _RUNNER = AnsibleRunner(INVENTORY)
@@ -50,20 +50,9 @@ def address(name):
     return machine(name).ansible.get_variables()["ansible_host"]
 
 
-def playbook_argv(name, *args):
-    return ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / name), *args]
-
-
 def playbook(name, *args, timeout=1200):
     """Run one of the collection's playbooks against the cluster, as a user would."""
-    return subprocess.run(
-        playbook_argv(name, *args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+    return run_playbook(name, INVENTORY, *args, timeout=timeout)
 
 
 def release_of(app_host):

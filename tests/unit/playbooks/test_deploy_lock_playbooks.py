@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOKS = REPO / "playbooks"
+from tools.playbook import ROOT, run_playbook, start_playbook
+
+PLAYBOOKS = ROOT / "playbooks"
 
 
 @pytest.fixture
@@ -38,24 +39,13 @@ def lab(tmp_path):
         f"    - ansible.builtin.wait_for: {{path: {flag}, timeout: 120}}\n"
         f"- import_playbook: {PLAYBOOKS}/lock_release.yml\n"
     )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible-tmp"),
-    }
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory)]
-    extra = ["-e", f"deploy_lock_path={lock}"]
+    extra = ("-e", f"deploy_lock_path={lock}")
 
     class Lab:
         path, go = lock, flag
 
         def start(self, *args: str) -> subprocess.Popen:
-            proc = subprocess.Popen(
-                [*argv, str(playbook), *extra, *args],
-                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, start_new_session=True,
-            )  # fmt: skip
+            proc = start_playbook(playbook, inventory, *extra, *args, start_new_session=True)
             started = time.monotonic()
             while not lock.exists():
                 assert proc.poll() is None, proc.stdout.read()
@@ -63,12 +53,9 @@ def lab(tmp_path):
                 time.sleep(0.2)
             return proc
 
-        def run(self, name: str, *args: str) -> subprocess.CompletedProcess:
-            target = PLAYBOOKS / name if (PLAYBOOKS / name).exists() else playbook
-            return subprocess.run(
-                [*argv, str(target), *extra, *args],
-                cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
-            )  # fmt: skip
+        def run(self, *args: str, name: str | Path = playbook) -> subprocess.CompletedProcess:
+            """holds.yml, or one of the collection's playbooks by its name."""
+            return run_playbook(name, inventory, *extra, *args, timeout=180)
 
         def holder(self) -> dict:
             return json.loads(lock.read_text())["holder"]
@@ -81,7 +68,7 @@ def test_a_second_run_is_refused_naming_the_first_then_the_first_releases(lab):
     first = lab.start()
     holder = lab.holder()
     assert holder["playbook"] == "holds.yml" and holder["pid"] == first.pid, holder
-    second = lab.run("holds.yml")
+    second = lab.run()
     assert second.returncode != 0
     for shown in ("Another run holds the deploy lock", "holds.yml", f"pid {first.pid}"):
         assert shown in second.stdout, second.stdout[-3000:]
@@ -94,7 +81,7 @@ def test_a_second_run_is_refused_naming_the_first_then_the_first_releases(lab):
 def test_lock_wait_waits_for_the_holder(lab):
     first = lab.start()
     lab.go.touch()  # the first run ends soon; the second waits for it
-    second = lab.run("holds.yml", "-e", "lock_wait=60")
+    second = lab.run("-e", "lock_wait=60")
     assert second.returncode == 0, second.stdout[-3000:]
     assert first.wait(timeout=60) == 0
 
@@ -105,7 +92,7 @@ def test_the_lock_of_a_killed_run_of_this_controller_is_taken_over(lab):
     first.wait(timeout=30)
     assert lab.path.exists(), "the killed run's lock should still be there"
     lab.go.touch()
-    second = lab.run("holds.yml")
+    second = lab.run()
     assert second.returncode == 0, second.stdout[-3000:]
     assert not lab.path.exists()
 
@@ -125,15 +112,15 @@ def test_unlock_breaks_the_lock_of_a_controller_that_died(lab):
             }
         )
     )
-    refused = lab.run("holds.yml")
+    refused = lab.run()
     assert refused.returncode != 0 and "probably stale" in refused.stdout, refused.stdout[-3000:]
-    broken = lab.run("unlock.yml")
+    broken = lab.run(name="unlock.yml")
     assert broken.returncode == 0 and "Broke the lock of run gone:4242:1" in broken.stdout
     assert not lab.path.exists()
 
 
 def test_check_mode_takes_no_lock(lab):
     lab.go.touch()
-    checked = lab.run("holds.yml", "--check")
+    checked = lab.run("--check")
     assert checked.returncode == 0, checked.stdout[-3000:]
     assert not lab.path.exists()
