@@ -21,6 +21,24 @@ OUT = Path(__file__).resolve().parents[1] / "roles" / "grafana" / "files" / "das
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # provisioned with this uid
 SCHEMA_VERSION = 39
 RATE = "$__rate_interval"
+# Every deploy and rollback, drawn at the time the release went live on its first host:
+# the app role exports the serving release and its activation time (node_exporter's
+# textfile collector), and Grafana takes the value as the annotation's time.
+DEPLOYS = {
+    "name": "Deploys",
+    "datasource": DATASOURCE,
+    "enable": True,
+    "iconColor": "#8AB8FF",
+    "expr": (
+        "min by (app, release, previous, action) "
+        "(fastapi_ops_app_release_activated_timestamp_seconds) * 1000"
+    ),
+    "step": "1m",
+    "useValueForTime": True,
+    "titleFormat": "{{action}} {{app}} {{release}}",
+    "textFormat": "from {{previous}}",
+    "tagKeys": "app,action",
+}
 
 
 def _target(expr: str, legend: str, ref: str) -> dict:
@@ -65,6 +83,7 @@ def dashboard(
     panels: list[dict],
     variables: list[dict] | None = None,
     tags: tuple[str, ...] = (),
+    annotations: tuple[dict, ...] = (),
 ) -> dict:
     x = y = row_h = 0
     for i, p in enumerate(panels, start=1):  # lay panels out left to right, 24 columns
@@ -86,7 +105,7 @@ def dashboard(
         "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
         "templating": {"list": variables or []},
-        "annotations": {"list": []},
+        "annotations": {"list": list(annotations)},
         "panels": panels,
     }
 
@@ -197,6 +216,7 @@ def app_red() -> dict:
             ),
         ],
         tags=("app",),
+        annotations=(DEPLOYS,),
     )
 
 
@@ -263,6 +283,7 @@ def edge_red() -> dict:
         ],
         [app_variable()],
         tags=("app", "nginx"),
+        annotations=(DEPLOYS,),
     )
 
 
@@ -633,7 +654,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def queries(dash: dict) -> Iterator[str]:
-    """Every PromQL query of a dashboard: panel targets and query variables."""
+    """Every PromQL query of a dashboard: panel targets, query variables, annotations."""
     for p in dash.get("panels", []):
         for sub in [p, *p.get("panels", [])]:
             for t in sub.get("targets", []):
@@ -643,6 +664,9 @@ def queries(dash: dict) -> Iterator[str]:
         if v.get("type") == "query":
             q = v.get("query")
             yield q["query"] if isinstance(q, dict) else q
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            yield a["expr"]
 
 
 def main() -> int:

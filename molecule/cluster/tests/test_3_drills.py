@@ -1,17 +1,21 @@
 """Drills on the converged cluster, each under a mixed HTTPS load through Nginx (reads
 that bypass the proxy cache, cached reads, /version, writes) from a client that never
-retries: rolling deploy (while a second deploy is refused by the deploy lock), rollback,
-a config-only change (Gunicorn reload), drain and undrain of one member, a failed rollout:
-each must give 0 connection errors and 0 non-2xx answers. A stale deploy lock is named
-and broken. Then a reboot of an app machine, bounded like any machine fault.
+retries: rolling deploy (while a second deploy is refused by the deploy lock), a deploy
+with hooks, a rollback two releases back, a config-only change (Gunicorn reload), drain
+and undrain of one member, a rollout stopped by a failing hook, a failed rollout: each
+must give 0 connection errors and 0 non-2xx answers. The deploy log, releases.yml and
+the deploy annotation in Prometheus are checked; a stale deploy lock is named and
+broken. Then a reboot of an app machine, bounded like any machine fault.
 
 The tests run in file order and each starts from the state the previous one left."""
 
+import calendar
 import json
 import re
 import shutil
 import subprocess
 import time
+from urllib.parse import urlencode
 
 import pytest
 from conftest import (
@@ -19,7 +23,9 @@ from conftest import (
     CONNECTIONS,
     INVENTORY,
     LB,
+    MON,
     ROOT,
+    address,
     assert_no_failures,
     describe,
     figures,
@@ -37,6 +43,10 @@ from tools.playbook import start_playbook
 testinfra_hosts = [LB]
 DRAIN_FILE = "/etc/nftables.d/00-drain-fastapi-ops-app.nft"
 DEPLOY_LOCK = "/var/lib/fastapi-ops/deploy.lock"
+HOOKS = ROOT / "molecule" / "cluster" / "hooks"
+HOOKS_LOG = "/var/tmp/deploy-hooks.log"
+STATE = "/srv/fastapi-ops-app/releases.json"
+DASHBOARD = ROOT / "roles" / "grafana" / "files" / "dashboards" / "edge-red.json"
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +117,117 @@ def test_rolling_deploy_has_zero_failed_requests(targets):
     assert nginx_reloads() == reloads, "a deploy reloaded Nginx"
 
 
-def test_rollback_has_zero_failed_requests(targets):
-    proc, load, wall = under_load(targets, lambda: playbook("rollback.yml"))
+def deploys(host):
+    return json.loads(machine(host).file(STATE).content_string)["deploys"]
+
+
+def annotations(start, end):
+    """The edge dashboard's deploy annotations between two times, asked from Prometheus."""
+    expr = json.loads(DASHBOARD.read_text())["annotations"]["list"][0]["expr"]
+    query = urlencode({"query": expr, "start": start, "end": end, "step": 15})
+    url = f"http://{address(MON)}:9090/api/v1/query_range?{query}"
+    return json.loads(machine(LB).check_output(f"curl -sS --max-time 10 '{url}'"))["data"]["result"]
+
+
+def test_the_deploy_is_logged_and_drawn_on_the_dashboards():
+    """Each host's deploy log names the drill's deploy; Prometheus answers the dashboards'
+    annotation query with the release and the time it went live on the first host."""
+    release = release_of(APP_HOSTS[0])
+    for host in APP_HOSTS:
+        last = deploys(host)[-1]
+        print(f"\n{host} deploy log: {last}")
+        assert (last["action"], last["to"], last["result"]) == ("deploy", release, "ok")
+        assert last["from"] != release and last["by"].startswith("root@")
+    logged = calendar.timegm(time.strptime(deploys(APP_HOSTS[0])[-1]["at"], "%Y-%m-%dT%H:%M:%SZ"))
+    deadline = time.monotonic() + 60  # a scrape of node_exporter after the switch
+    while not (
+        drawn := [
+            a for a in annotations(logged - 600, time.time()) if a["metric"]["release"] == release
+        ]
+    ):
+        assert time.monotonic() < deadline, "no deploy annotation in Prometheus"
+        time.sleep(5)
+    at = float(drawn[0]["values"][-1][1]) / 1000
+    print(f"annotation: {drawn[0]['metric']} at {at:.0f}, logged at {logged}")
+    assert drawn[0]["metric"]["action"] == "deploy" and logged - 120 <= at <= logged + 1
+
+
+def test_a_deploy_with_hooks_runs_them_around_each_batch(targets):
+    """The release after drill1: the before-switch hook sees its batch drained, the
+    after-gate hook the new release serving, on each host in turn."""
+    for host in APP_HOSTS:
+        machine(host).run(f"rm -f {HOOKS_LOG}")
+    hooks = {
+        "deploy_hooks_before_switch": [str(HOOKS / "before_switch.yml")],
+        "deploy_hooks_after_gate": [str(HOOKS / "after_gate.yml")],
+    }
+    deploy = ["deploy.yml", "-e", "app_build=drill2", "-e", json.dumps(hooks)]
+    proc, load, wall = under_load(targets, lambda: playbook(*deploy))
     assert_ok(proc)
-    record("rollback", **figures(load, wall))
+    record("deploy_with_hooks", **figures(load, wall))
+    assert_no_failures(load)
+    release = release_of(APP_HOSTS[0])
+    assert release.endswith("+drill2")
+    for host in APP_HOSTS:
+        log = machine(host).file(HOOKS_LOG).content_string.splitlines()
+        print(f"\n{host}: {log}")
+        assert log == [
+            f"before_switch {release} drained=True",
+            f"after_gate {release} serving={release}",
+        ]
+
+
+def test_rollback_two_releases_back_has_zero_failed_requests(targets):
+    """Back past drill1 to the converged release; a release no host keeps is refused first."""
+    history = json.loads(machine(APP_HOSTS[0]).file(STATE).content_string)["history"]
+    two_back = [h["release"] for h in history][-3]
+    assert not two_back.endswith(("+drill1", "+drill2"))
+
+    refused = playbook("rollback.yml", "-e", "rollback_to=0.0.0+nowhere")
+    print(f"\nrollback_to a release nobody keeps: exit {refused.returncode}")
+    assert refused.returncode != 0 and "does not keep release 0.0.0+nowhere" in refused.stdout
+    assert all(release_of(h).endswith("+drill2") for h in APP_HOSTS)
+
+    rollback = ["rollback.yml", "-e", f"rollback_to={two_back}"]
+    proc, load, wall = under_load(targets, lambda: playbook(*rollback))
+    assert_ok(proc)
+    record("rollback_two_back", **figures(load, wall))
     assert_no_failures(load)
     for host in APP_HOSTS:
-        assert not release_of(host).endswith("+drill1")
+        assert release_of(host) == two_back
+        last = deploys(host)[-1]
+        assert (last["action"], last["from"], last["to"]) == (
+            "rollback",
+            history[-1]["release"],
+            two_back,
+        )
+
+
+def shown_for(stdout, host):
+    """The lines releases.yml printed for one host."""
+    block = stdout[stdout.find(f"ok: [{host}] =>") :]
+    block = block[: block.find("\n}")]
+    return [ln.strip().rstrip(",").strip('"') for ln in block.splitlines()[3:-1]]
+
+
+def test_releases_playbook_lists_what_each_host_keeps():
+    proc = playbook("releases.yml")
+    assert_ok(proc)
+    current = release_of(APP_HOSTS[0])
+    for host in APP_HOSTS:
+        lines = shown_for(proc.stdout, host)
+        print(f"\n{host}:\n" + "\n".join(lines))
+        tagged = {
+            ln.split()[1]: ln
+            for ln in lines
+            if len(ln.split()) > 2 and ln.split()[2] == "activated"
+        }
+        assert (
+            tagged["current"].startswith(current + " ")
+            and "db revision unknown" not in tagged["current"]
+        )
+        assert tagged["previous"].split()[0].endswith("+drill2")
+        assert lines[-1].endswith(f"rollback {deploys(host)[-1]['from']} -> {current}: ok")
 
 
 def test_a_stale_deploy_lock_is_named_and_broken_by_unlock():
@@ -195,6 +309,28 @@ def broken_source(tmp_path):
     main = src / "app" / "main.py"
     main.write_text(main.read_text() + '\nraise RuntimeError("drill: a broken release")\n')
     return src
+
+
+def test_a_failing_hook_stops_the_rollout_with_the_batch_drained(targets):
+    first, second = APP_HOSTS
+    old = {h: release_of(h) for h in APP_HOSTS}
+    relative = playbook("deploy.yml", "-e", '{"deploy_hooks_after_gate": ["hooks/failing.yml"]}')
+    assert relative.returncode != 0 and "is not one. Nothing was changed" in relative.stdout
+
+    hook = {"deploy_hooks_before_switch": [str(HOOKS / "failing.yml")]}
+    deploy = ["deploy.yml", "-e", "app_build=drill1", "-e", json.dumps(hook)]
+    proc, load, wall = under_load(targets, lambda: playbook(*deploy))
+    record("failing_hook", **figures(load, wall))
+    assert proc.returncode != 0 and "the hook refuses release" in proc.stdout
+    assert_no_failures(load)
+    assert [release_of(h) for h in APP_HOSTS] == [old[first], old[second]]
+    assert drained(first) and not drained(second)
+    last = deploys(first)[-1]
+    print(f"\n{first} deploy log: {last}")
+    assert (last["result"], last["from"]) == ("failed", old[first]) and last["to"].endswith(
+        "+drill1"
+    )
+    # The failed rollout below starts from this state: the first host still drained.
 
 
 def test_failed_rollout_stops_on_first_batch_and_rollback_restores(targets, broken_source):

@@ -122,13 +122,29 @@ def test_metric_names(expr: str, names: set[str]):
     assert dashboards.metric_names(expr) == names
 
 
+def deploy_metric_names() -> set[str]:
+    """What the app role exports through node_exporter's textfile collector."""
+    text = (REPO / "roles" / "app" / "tasks" / "metrics.yml").read_text()
+    return set(re.findall(r"# TYPE (\w+) gauge", text))
+
+
+def test_both_app_dashboards_draw_deploys_from_the_app_roles_metric():
+    assert deploy_metric_names() == {"fastapi_ops_app_release_activated_timestamp_seconds"}
+    for name in ("app-red", "edge-red"):
+        dash = json.loads((ROLE / f"files/dashboards/{name}.json").read_text())
+        (deploys,) = dash["annotations"]["list"]
+        assert deploys["useValueForTime"] and deploys["datasource"] == dashboards.DATASOURCE
+        assert dashboards.metric_names(deploys["expr"]) == deploy_metric_names()
+        assert deploys["expr"] in dashboards.queries(dash)
+
+
 def test_app_dashboard_uses_the_apps_metric_names():
     """Offline cross-check with app/app/metrics.py (the live check runs in molecule)."""
     source = (REPO / "app" / "app" / "metrics.py").read_text()
     used = set()
     for q in dashboards.queries(json.loads((ROLE / "files/dashboards/app-red.json").read_text())):
         used |= dashboards.metric_names(q)
-    for name in used:
+    for name in used - deploy_metric_names():
         base = name.removesuffix("_bucket")
         assert f'"{base}"' in source, f"{name} is not defined in app/app/metrics.py"
 
@@ -150,14 +166,15 @@ def mtail_metric_names() -> set[str]:
 
 
 def test_edge_dashboard_uses_only_edge_metrics():
-    """Works for any app: nothing from the app's own /metrics, only Nginx's log and the probe."""
+    """Works for any app: nothing from the app's own /metrics, only Nginx's log, the probe
+    and the app role's deploy metric."""
     assert {"nginx_http_requests_total", "nginx_http_request_duration_seconds_bucket"} <= (
         mtail_metric_names()
     )
     used = set()
     for q in dashboards.queries(json.loads((ROLE / "files/dashboards/edge-red.json").read_text())):
         used |= dashboards.metric_names(q)
-    assert used and used <= mtail_metric_names() | BLACKBOX_METRICS, used
+    assert used and used <= mtail_metric_names() | BLACKBOX_METRICS | deploy_metric_names(), used
 
 
 def test_patroni_row_uses_only_names_patroni_and_etcd_export():
