@@ -73,4 +73,33 @@ def test_rollback_to_a_release_not_kept_is_refused_before_the_lock(inventory, tm
     out = " ".join(proc.stdout.split())
     assert proc.returncode != 0 and f"does not keep release {release}" in out, out[-2000:]
     assert "it keeps 0.1+b1, 0.1+b2, 0.1+b3. Nothing was changed" in out
-    assert not lock.exists() and json.loads((tmp_path / "srv" / "releases.json").read_text()) == STATE
+    assert (
+        not lock.exists() and json.loads((tmp_path / "srv" / "releases.json").read_text()) == STATE
+    )
+
+
+@pytest.mark.parametrize(
+    ("hooks", "refusal"),
+    [
+        ('{"deploy_hooks_after_gate": ["hooks/smoke.yml"]}', '"hooks/smoke.yml" is not.'),
+        ('{"deploy_hooks_before_switch": ["/nonexistent/x.yml"]}', '"/nonexistent/x.yml" is not.'),
+        ('{"deploy_hooks_before_switch": "/etc/hostname"}', "are lists of task files."),
+    ],
+)
+def test_deploy_refuses_hooks_that_are_not_task_files_before_the_lock(
+    inventory, tmp_path, hooks, refusal
+):
+    lock = tmp_path / "deploy.lock"
+    secrets = {
+        "app_secret_key": "x" * 32,
+        "postgresql_app_password": "p",
+        "redis_app_password": "r",
+    }
+    proc = run_playbook(
+        "deploy.yml", inventory, "-e", hooks, "-e", json.dumps(secrets),
+        "-e", f"deploy_lock_path={lock}", timeout=120,
+    )  # fmt: skip
+    out = " ".join(proc.stdout.split())
+    failed = out[out.find("Action failed: ") :]
+    assert proc.returncode != 0 and f"{refusal} Nothing was changed." in failed, out[-2000:]
+    assert "[ERROR]: Error rendering" not in out and not lock.exists()
