@@ -126,7 +126,9 @@ def annotations(start, end):
     expr = json.loads(DASHBOARD.read_text())["annotations"]["list"][0]["expr"]
     query = urlencode({"query": expr, "start": start, "end": end, "step": 15})
     url = f"http://{address(MON)}:9090/api/v1/query_range?{query}"
-    return json.loads(machine(LB).check_output(f"curl -sS --max-time 10 '{url}'"))["data"]["result"]
+    return json.loads(machine(MON).check_output(f"curl -sS --max-time 10 '{url}'"))["data"][
+        "result"
+    ]
 
 
 def test_the_deploy_is_logged_and_drawn_on_the_dashboards():
