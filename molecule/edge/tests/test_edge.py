@@ -413,6 +413,127 @@ def test_failed_member_is_skipped(client, app2, lb_addr):
         start_upstream(app2)
 
 
+# --- maintenance -------------------------------------------------------------------------
+# edge-app2 is on the allow-list (converge.yml), edge-app and the lb are not.
+
+MAINTENANCE_FLAGS = (
+    "/etc/nginx/fastapi_ops/maintenance",
+    "/etc/nginx/fastapi_ops/maintenance-closed",
+)
+
+
+def maintenance(switch: str) -> None:
+    """playbooks/maintenance.yml -e maintenance=on|off, as a user runs it."""
+    res = ansible_playbook(
+        str(PROJECT / "playbooks" / "maintenance.yml"), "-e", f"maintenance={switch}"
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_maintenance_answers_503_but_to_the_allow_list_and_health_checks(client, app2, lb, lb_addr):
+    maintenance("on")
+    try:
+        status, headers, body = curl(client, lb_addr, f"/nostore?{uniq()}")
+        assert (status, headers.get("retry-after")) == (503, "60"), (status, headers)
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == {"detail": "maintenance"}
+        for name, value in SECURITY_HEADERS.items():
+            assert headers.get(name) == value, (name, headers)
+        # Any method gets the page (an error_page to a static file would otherwise be a 405).
+        status, _unused, body = curl(client, lb_addr, "/upload/x", "--data-binary", "x")
+        assert (status, json.loads(body)) == (503, {"detail": "maintenance"})
+        # A browser gets the HTML page.
+        status, headers, body = curl(
+            client, lb_addr, "/", "-H", "Accept: text/html,application/xhtml+xml,*/*;q=0.8"
+        )
+        assert (status, headers.get("retry-after")) == (503, "60")
+        assert headers["content-type"].startswith("text/html")
+        assert "<h1>Down for maintenance</h1>" in body
+        # Health checks reach the app from anywhere.
+        status, _unused, body = curl(client, lb_addr, f"/health/ready?{uniq()}")
+        assert status == 200 and json.loads(body)["path"] == "/health/ready"
+        # The allowed source reaches the app, and the app's own 503 passes as it is.
+        status, _unused, body = curl(app2, lb_addr, f"/nostore?{uniq()}")
+        assert status == 200 and json.loads(body)["path"] == "/nostore"
+        status, headers, body = curl(app2, lb_addr, f"/nostore?status=503&{uniq()}")
+        assert (status, headers.get("retry-after")) == (503, "5")
+        assert json.loads(body)["path"] == "/nostore"
+        # As restore.yml switches it (the app stopped): no exemption at all.
+        res = ansible_playbook("maintenance_closed.yml")
+        assert res.returncode == 0, res.stdout[-3000:]
+        status, _unused, body = curl(app2, lb_addr, f"/nostore?{uniq()}")
+        assert (status, json.loads(body)) == (503, {"detail": "maintenance"})
+        assert curl(client, lb_addr, f"/health/ready?{uniq()}")[0] == 503
+        # Back to the exempt maintenance: the closed flag goes.
+        maintenance("on")
+        assert curl(app2, lb_addr, f"/nostore?{uniq()}")[0] == 200
+    finally:
+        maintenance("off")
+    assert not any(lb.file(f).exists for f in MAINTENANCE_FLAGS)
+    assert curl(client, lb_addr, f"/nostore?{uniq()}")[0] == 200
+    assert curl(app2, lb_addr, f"/nostore?{uniq()}")[0] == 200
+
+
+# Counts wrk's answers by kind: the app's (2xx), the maintenance 503, anything else.
+ANSWERS_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok, maintenance, other = 0, 0, 0 end
+function response(status, headers, body)
+  if status >= 200 and status < 300 then ok = ok + 1
+  elseif status == 503 and body:find('"detail":"maintenance"', 1, true) then
+    maintenance = maintenance + 1
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local n = {ok = 0, maintenance = 0, other = 0}
+  for _, t in ipairs(threads) do
+    for k in pairs(n) do n[k] = n[k] + t:get(k) end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "answers sent=%d ok=%d maintenance=%d other=%d socket_errors=%d seconds=%.1f\\n",
+    summary.requests, n.ok, n.maintenance, n.other,
+    e.connect + e.read + e.write + e.timeout, summary.duration / 1e6))
+end
+"""
+
+
+def test_switching_maintenance_under_load_drops_no_request(client, lb, lb_addr):
+    """wrk never retries: every request it sends must come back 2xx or the maintenance
+    503 while the site is switched on and off, by the playbook and then quickly by hand."""
+    client.run(f"printf %s {shlex.quote(ANSWERS_LUA)} > /tmp/edge-answers.lua")
+    # Bounded at 60 s; stopped (SIGINT: wrk prints its figures) once the switching is done.
+    # The stand-in upstream is slow under load: a 10 s timeout, not wrk's 2 s.
+    client.check_output(
+        "systemd-run --unit=edge-maintenance-wrk --collect sh -c %s",
+        "exec wrk -t1 -c8 -d60s --timeout 10s -s /tmp/edge-answers.lua"
+        f" https://{lb_addr}/nostore > /tmp/edge-maintenance-wrk.txt 2>&1",
+    )
+    try:
+        time.sleep(1)
+        maintenance("on")
+        time.sleep(1)
+        maintenance("off")
+        # Ten more switches, 0.3 s apart, by the flag file the playbook writes.
+        lb.check_output(
+            "for i in 1 2 3 4 5; do touch %s; sleep 0.3; rm %s; sleep 0.3; done",
+            MAINTENANCE_FLAGS[0],
+            MAINTENANCE_FLAGS[0],
+        )
+        time.sleep(1)
+    finally:
+        client.run("systemctl kill -s INT edge-maintenance-wrk")
+        while client.run("systemctl is-active -q edge-maintenance-wrk").rc == 0:
+            time.sleep(0.2)
+    out = client.check_output("cat /tmp/edge-maintenance-wrk.txt")
+    print(f"wrk -t1 -c8 /nostore from edge-app, maintenance switched 12 times:\n{out}")
+    figures = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", out.split("answers ")[-1])}
+    assert figures["other"] == 0 and figures["socket_errors"] == 0, out
+    assert figures["ok"] > 0 and figures["maintenance"] > 0, out
+    assert figures["ok"] + figures["maintenance"] == figures["sent"], out
+
+
 # --- cache -------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The nginx role's configuration tree rendered with its real templates (as the role stages
 it) and checked with `nginx -t`: which names are served, what the catch-all servers answer
-to any other Host, and the limit on writes.
+to any other Host, the limit on writes and who passes during maintenance.
 
 Renders roles/nginx/templates with the venv's ansible-playbook on localhost (connection
 local, nothing but files in a temporary directory is written); nginx comes from Debian's
@@ -113,7 +113,8 @@ def _render(work: Path, ansible_playbook, variables: dict, facts: dict) -> dict[
         check=False,
     )
     assert check.returncode == 0, check.stderr
-    return {name: (out / "fastapi_ops" / name).read_text() for name in ("site.conf", "http.conf")}
+    names = ("site.conf", "http.conf", "pages/maintenance.html", "pages/maintenance.json")
+    return {name: (out / "fastapi_ops" / name).read_text() for name in names}
 
 
 def blocks(text: str, keyword: str) -> list[tuple[str, str]]:
@@ -227,8 +228,8 @@ def test_writes_limited_per_client_in_every_app_location(render):
         "1": '""',
         "default": "$binary_remote_addr",
     }
-    (geo,) = blocks(http, "geo")
-    assert "198.18.0.1/32 1;" in geo[1]
+    (geo,) = [body for head, body in blocks(http, "geo") if head == "$fastapi_ops_limit_exempt"]
+    assert "198.18.0.1/32 1;" in geo
     assert "$fastapi_ops_write_limit_key zone=fastapi_ops_write:10m rate=5r/s" in directives(
         http, "limit_req_zone"
     )
@@ -240,3 +241,45 @@ def test_writes_limited_per_client_in_every_app_location(render):
     assert limits["/"] == ["zone=api burst=20 nodelay", write]
     assert limits["/upload/"] == [write]
     assert limits["= /metrics"] == [] and limits["^~ /static/"] == []
+
+
+def test_maintenance_lets_the_allow_list_and_health_checks_through(render):
+    conf = render(
+        {
+            "nginx_maintenance_allowed_groups": ["app", "missing"],
+            "nginx_maintenance_allowed_sources": ["203.0.113.0/24"],
+            "nginx_maintenance_allowed_paths": ["/health/", "/status.json"],
+            "nginx_maintenance_json": {"detail": "maintenance", "until": "12:00"},
+        }
+    )
+    http = conf["http.conf"]
+    (geo,) = [
+        body
+        for head, body in blocks(http, "geo")
+        if "$fastapi_ops_maintenance_allowed_source" in head
+    ]
+    allowed = dict(re.findall(r"(?m)^\s*(\S+)\s+(\S+);", geo))
+    assert allowed == {
+        "default": "0",
+        "127.0.0.0/8": "1",
+        "::1": "1",
+        "198.18.9.11": "1",  # app1, no private_address: its ansible_host
+        "203.0.113.0/24": "1",
+    }
+    (paths,) = [body for head, body in blocks(http, "map") if head.startswith("$uri")]
+    assert dict(re.findall(r"(?m)^\s*(\S+)\s+(\S+);", paths)) == {
+        "default": "0",
+        '"~^/health/"': "1",
+        '"~^/status\\.json"': "1",  # a prefix, not a pattern
+    }
+    # The served site checks both flags before any location; the pages are internal.
+    site = servers(conf["site.conf"])[(443, False)]
+    assert "if (-f /etc/nginx/fastapi_ops/maintenance-closed)" in site
+    assert directives(site, "error_page") == ["503 $fastapi_ops_maintenance_page"]
+    (pages,) = [body for head, body in blocks(site, "location") if head == "^~ /.fastapi_ops/"]
+    assert re.search(r"(?m)^\s*internal;", pages)
+    assert directives(pages, "alias") == ["/etc/nginx/fastapi_ops/pages/"]
+    # The app's 503s pass through.
+    assert directives(conf["site.conf"] + conf["http.conf"], "proxy_intercept_errors") == []
+    assert json.loads(conf["pages/maintenance.json"]) == {"detail": "maintenance", "until": "12:00"}
+    assert "<h1>Down for maintenance</h1>" in conf["pages/maintenance.html"]
