@@ -33,6 +33,7 @@ PUBLIC_FACTS = {
     "patroni_leader",
     "patroni_switchover_seconds",
     "app_token",
+    "app_releases",
     "postgresql_ca_cert_pem",
 }
 
