@@ -124,7 +124,7 @@ def test_metric_names(expr: str, names: set[str]):
 
 def deploy_metric_names() -> set[str]:
     """What the app role exports through node_exporter's textfile collector."""
-    text = (REPO / "roles" / "app" / "tasks" / "metrics.yml").read_text()
+    text = (REPO / "roles" / "app" / "templates" / "release.prom.j2").read_text()
     return set(re.findall(r"# TYPE (\w+) gauge", text))
 
 
