@@ -1,11 +1,11 @@
 """Drills on the converged cluster, each under a mixed HTTPS load through Nginx (reads
 that bypass the proxy cache, cached reads, /version, writes) from a client that never
-retries: rolling deploy (while a second deploy is refused by the deploy lock), a deploy
-with hooks, a rollback two releases back, a config-only change (Gunicorn reload), drain
-and undrain of one member, a rollout stopped by a failing hook, a failed rollout: each
-must give 0 connection errors and 0 non-2xx answers. The deploy log, releases.yml and
-the deploy annotation in Prometheus are checked; a stale deploy lock is named and
-broken. Then a reboot of an app machine, bounded like any machine fault.
+retries: rolling deploy with hooks (while a second deploy is refused by the deploy lock),
+a deploy of every app host at once, a rollback two releases back, a config-only change
+(Gunicorn reload), drain and undrain of one member, a rollout stopped by a failing hook,
+a failed rollout: each must give 0 connection errors and 0 non-2xx answers. The deploy
+log, releases.yml and the deploy annotation in Prometheus are checked; a stale deploy
+lock is named and broken. Then a reboot of an app machine, bounded like any machine fault.
 
 The tests run in file order and each starts from the state the previous one left."""
 
@@ -83,12 +83,22 @@ def deploy_lock():
 
 
 def test_rolling_deploy_has_zero_failed_requests(targets):
-    """A second deploy.yml started while the first runs is refused, naming the first."""
+    """A second deploy.yml started while the first runs is refused, naming the first. The
+    first runs hooks: before the switch each host sees itself drained, after the health
+    gate it serves the new release."""
     before, reloads = release_of(APP_HOSTS[0]), nginx_reloads()
     seen = {}
+    for host in APP_HOSTS:
+        machine(host).run(f"rm -f {HOOKS_LOG}")
+    hooks = {
+        "deploy_hooks_before_switch": [str(HOOKS / "before_switch.yml")],
+        "deploy_hooks_after_gate": [str(HOOKS / "after_gate.yml")],
+    }
 
     def deploy_and_a_second_one():
-        first = start_playbook("deploy.yml", INVENTORY, "-e", "app_build=drill1")
+        first = start_playbook(
+            "deploy.yml", INVENTORY, "-e", "app_build=drill1", "-e", json.dumps(hooks)
+        )
         deadline = time.monotonic() + 300
         while deploy_lock()[1] is None:
             assert first.poll() is None and time.monotonic() < deadline, "no lock was taken"
@@ -111,9 +121,16 @@ def test_rolling_deploy_has_zero_failed_requests(targets):
     assert deploy_lock() == (None, None), "the deploy did not release its lock"
     record("rolling_deploy", **figures(load, wall))
     assert_no_failures(load)
+    release = release_of(APP_HOSTS[0])
     for host in APP_HOSTS:
         assert release_of(host).endswith("+drill1") and release_of(host) != before
         assert not drained(host)
+        log = machine(host).file(HOOKS_LOG).content_string.splitlines()
+        print(f"{host} hooks: {log}")
+        assert log == [
+            f"before_switch {release} drained=True",
+            f"after_gate {release} serving={release}",
+        ]
     assert nginx_reloads() == reloads, "a deploy reloaded Nginx"
 
 
@@ -154,29 +171,17 @@ def test_the_deploy_is_logged_and_drawn_on_the_dashboards():
     assert drawn[0]["metric"]["action"] == "deploy" and logged - 120 <= at <= logged + 1
 
 
-def test_a_deploy_with_hooks_runs_them_around_each_batch(targets):
-    """The release after drill1: the before-switch hook sees its batch drained, the
-    after-gate hook the new release serving, on each host in turn."""
-    for host in APP_HOSTS:
-        machine(host).run(f"rm -f {HOOKS_LOG}")
-    hooks = {
-        "deploy_hooks_before_switch": [str(HOOKS / "before_switch.yml")],
-        "deploy_hooks_after_gate": [str(HOOKS / "after_gate.yml")],
-    }
-    deploy = ["deploy.yml", "-e", "app_build=drill2", "-e", json.dumps(hooks)]
+def test_a_deploy_of_every_app_host_at_once_has_zero_failed_requests(targets):
+    """deploy_serial=100%: nobody to drain to, the systemd sockets queue the connections
+    across the restarts. The release after drill1, for the rollback two releases back."""
+    deploy = ["deploy.yml", "-e", "app_build=drill2", "-e", "deploy_serial=100%"]
     proc, load, wall = under_load(targets, lambda: playbook(*deploy))
     assert_ok(proc)
-    record("deploy_with_hooks", **figures(load, wall))
+    record("deploy_all_at_once", **figures(load, wall))
     assert_no_failures(load)
-    release = release_of(APP_HOSTS[0])
-    assert release.endswith("+drill2")
     for host in APP_HOSTS:
-        log = machine(host).file(HOOKS_LOG).content_string.splitlines()
-        print(f"\n{host}: {log}")
-        assert log == [
-            f"before_switch {release} drained=True",
-            f"after_gate {release} serving={release}",
-        ]
+        assert release_of(host).endswith("+drill2") and not drained(host)
+        assert deploys(host)[-1]["to"] == release_of(host)
 
 
 def test_rollback_two_releases_back_has_zero_failed_requests(targets):
