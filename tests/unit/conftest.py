@@ -111,3 +111,14 @@ def run_tasks(tmp_path, ansible_playbook):
         )
 
     return run
+
+
+def add_release(app_root: Path, name: str, installed: bool = True, revision: str | None = None):
+    """A release directory as the app role leaves it: its virtualenv (complete once
+    installed.txt is written) and the database revision its migrations reached."""
+    path = app_root / "releases" / name
+    (path / "venv").mkdir(parents=True)
+    if installed:
+        (path / "venv" / "installed.txt").write_text("app==0.1\n")
+    if revision:
+        (path / ".revision").write_text(revision + "\n")

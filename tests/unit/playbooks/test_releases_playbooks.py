@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+from conftest import add_release
 
 from tools.playbook import run_playbook
 
@@ -30,10 +31,7 @@ STATE = {
 def app_root(tmp_path):
     root = tmp_path / "srv"
     for release, revision in (("0.1+b1", "0001"), ("0.1+b2", None), ("0.1+b3", "0002")):
-        (root / "releases" / release / "venv").mkdir(parents=True)
-        (root / "releases" / release / "venv" / "installed.txt").write_text("app==0.1\n")
-        if revision:
-            (root / "releases" / release / ".revision").write_text(revision + "\n")
+        add_release(root, release, revision=revision)
     (root / "releases.json").write_text(json.dumps(STATE))
     return root
 

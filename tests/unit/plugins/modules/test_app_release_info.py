@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 
 from ansible_collections.fastapi_ops.stack.plugins.modules import app_release_info
-
-
-def release(root, name, installed=True, revision=None):
-    path = root / "releases" / name
-    (path / "venv").mkdir(parents=True)
-    if installed:
-        (path / "venv" / "installed.txt").write_text("app==1\n")
-    if revision:
-        (path / ".revision").write_text(revision + "\n")
+from conftest import add_release
 
 
 def test_kept_releases_in_activation_order_with_revisions_and_the_log(run_module, tmp_path):
-    release(tmp_path, "0.1+b1", revision="0001")
-    release(tmp_path, "0.1+b2", revision="0002")
-    release(tmp_path, "0.1+b3")
-    release(tmp_path, "0.1+broken", installed=False)
+    add_release(tmp_path, "0.1+b1", revision="0001")
+    add_release(tmp_path, "0.1+b2", revision="0002")
+    add_release(tmp_path, "0.1+b3")
+    add_release(tmp_path, "0.1+broken", installed=False)
     deploys = [{"at": f"t{i}", "action": "deploy", "result": "ok"} for i in range(12)]
     (tmp_path / "releases.json").write_text(
         json.dumps(
