@@ -63,6 +63,12 @@ def main_pid(host):
     return machine(host).check_output("systemctl show -p MainPID --value fastapi-ops-app")
 
 
+def worker_pids(host) -> list[int]:
+    """The Gunicorn master's children: its workers."""
+    out = machine(host).check_output(f"pgrep -P {main_pid(host)} || true")
+    return [int(pid) for pid in out.split()]
+
+
 def nginx_reloads():
     """Nginx master's reload count so far (a reload closes clients' idle connections)."""
     log = machine(LB).run("journalctl -u nginx -o cat --no-pager | grep -c 'Reloaded' || true")
@@ -265,10 +271,8 @@ def test_a_stale_deploy_lock_is_named_and_broken_by_unlock():
 def test_config_only_change_reloads_without_failures(targets):
     """A changed environment variable: site.yml reloads Gunicorn (HUP) on every app host
     at once, old workers drain, new ones serve."""
-    pids = {
-        h: machine(h).check_output("systemctl show -p MainPID --value fastapi-ops-app")
-        for h in APP_HOSTS
-    }
+    pids = {h: main_pid(h) for h in APP_HOSTS}
+    workers = {h: set(worker_pids(h)) for h in APP_HOSTS}
     extra = json.dumps({"app_env_extra": {"DRILL_MARKER": str(time.time())}})
     proc, load, wall = under_load(
         targets, lambda: playbook("site.yml", "--limit", "app", "-e", extra)
@@ -281,6 +285,11 @@ def test_config_only_change_reloads_without_failures(targets):
         app = machine(host)
         assert main_pid(host) == pids[host]
         assert "DRILL_MARKER" in app.check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
+        # The old workers leave once their requests are answered (graceful_timeout).
+        deadline = time.monotonic() + 30
+        while set(worker_pids(host)) & workers[host] and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not set(worker_pids(host)) & workers[host], "workers were not replaced"
 
 
 def test_drain_and_undrain_one_member(targets):

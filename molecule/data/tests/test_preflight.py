@@ -18,11 +18,6 @@ from conftest import PROJECT, SCENARIO, inventory_file, psql
 testinfra_hosts = ["data-db"]
 
 
-# The data scenario has an app host but deploys no app: the preflight's secrets check
-# wants the app's secret key.
-APP_SECRET = ["-e", "app_secret_key=molecule-data-app-secret-key-0123456789"]
-
-
 def playbook(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(
         os.environ,
@@ -44,7 +39,7 @@ def playbook(*args: str, path: str | None = None) -> subprocess.CompletedProcess
 
 def preflight(*args: str) -> subprocess.CompletedProcess[str]:
     """playbooks/preflight.yml, the cross-tier checks site.yml and deploy.yml run first."""
-    return playbook(*APP_SECRET, *args, path=str(PROJECT / "playbooks" / "preflight.yml"))
+    return playbook(*args, path=str(PROJECT / "playbooks" / "preflight.yml"))
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
