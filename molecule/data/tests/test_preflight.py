@@ -152,22 +152,23 @@ def postmaster_pid(host) -> str:
 def test_changed_settings_are_applied_and_restored(host):
     """The role skips settings already in place: a real difference must still be applied
     (a restart only when the setting needs one), and a setting dropped is reset. The runs
-    are limited to the db host, the only one they change."""
+    are converge.yml's PostgreSQL play alone (tests/postgresql.yml), all they change."""
     before = {name: show(host, name) for name in ("work_mem", "max_wal_senders")}
     pid = postmaster_pid(host)
+    play = str(SCENARIO / "tests" / "postgresql.yml")
 
-    changed = playbook("--limit", "db", "-e", '{"postgresql_settings": {"work_mem": "7MB"}}')
+    changed = playbook("-e", '{"postgresql_settings": {"work_mem": "7MB"}}', path=play)
     assert changed.returncode == 0, changed.stdout[-3000:]
     assert show(host, "work_mem") == "7MB"
     assert postmaster_pid(host) == pid, "work_mem needs a reload, not a restart"
 
-    changed = playbook("--limit", "db", "-e", '{"postgresql_settings": {"max_wal_senders": 7}}')
+    changed = playbook("-e", '{"postgresql_settings": {"max_wal_senders": 7}}', path=play)
     assert changed.returncode == 0, changed.stdout[-3000:]
     assert show(host, "max_wal_senders") == "7"
     assert show(host, "work_mem") == before["work_mem"]
     assert postmaster_pid(host) != pid, "max_wal_senders needs a restart"
 
-    restored = playbook("--limit", "db")
+    restored = playbook(path=play)
     assert restored.returncode == 0, restored.stdout[-3000:]
     assert {name: show(host, name) for name in before} == before
 
