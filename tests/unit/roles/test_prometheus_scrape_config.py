@@ -58,7 +58,7 @@ def _render(tmp_path: Path, ansible_playbook, groups: dict, hostvars: dict | Non
             },
             "children": {
                 g: {"hosts": {h: {} for h in members}}
-                for g, members in {**groups, "monitoring": ["mon"]}.items()
+                for g, members in {"monitoring": ["mon"], **groups}.items()
             },
         }
     }
@@ -152,6 +152,7 @@ def defaults(role: str) -> dict:
     [
         ("patroni", "patroni_restapi_port", "prometheus_patroni_port"),
         ("etcd", "etcd_metrics_port", "prometheus_etcd_port"),
+        ("alertmanager", "alertmanager_port", "prometheus_alertmanager_port"),
     ],
 )
 def test_port_fallbacks_read_the_owners_defaults(owner: str, name: str, mine: str):
@@ -171,3 +172,19 @@ def test_patroni_switch_fallback_equals_the_postgresql_roles_default():
             for v in (ours, theirs)
         ]
         assert got[0] == got[1], f"db group {db}: prometheus says {got[0]}, postgresql {got[1]}"
+
+
+def test_alerts_go_to_every_monitoring_hosts_alertmanager_with_a_tier(render):
+    c = render({"monitoring": ["mon", "mon2"]}, {"mon2": {"alertmanager_port": 19093}})
+    a = c["_addresses"]
+    alerting = c["alerting"]
+    targets = [t for am in alerting["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    assert targets == [f"{a['mon']}:9093", f"{a['mon2']}:19093"]
+    relabel = alerting["alert_relabel_configs"]
+    # Only alerts without a tier get one; the job's entries come before the names'.
+    assert all(r["target_label"] == "tier" and r["regex"].startswith(";") for r in relabel)
+    first_name = next(i for i, r in enumerate(relabel) if r["source_labels"] == ["tier", "alertname"])
+    assert all(r["source_labels"] == ["tier", "job"] for r in relabel[:first_name])
+    db = [r for r in relabel if r["replacement"] == "db"]
+    assert {r["regex"] for r in db} == {";(postgres|patroni|etcd)", ";(Postgres.*|Patroni.*|Etcd.*|PgBackRest.*)"}
+
