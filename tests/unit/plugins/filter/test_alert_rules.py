@@ -41,3 +41,13 @@ def test_not_a_duration_is_refused():
 
 def test_registered():
     assert "alert_rules" in FilterModule().filters()
+
+
+def test_keep_firing_for_of_the_named_alert_only():
+    text = (RULES / "targets.yml").read_text()
+    out = alert_rules(text, {"PostgresDown": "5s"}, "", "", {"PostgresDown": "15s"})
+    changed = [(a, b) for a, b in zip(text.split("\n"), out.split("\n"), strict=True) if a != b]
+    assert changed == [
+        ("        for: 1m", "        for: 5s"),
+        ("        keep_firing_for: 1m", "        keep_firing_for: 15s"),
+    ]
