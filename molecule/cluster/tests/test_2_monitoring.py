@@ -126,7 +126,7 @@ def _ports_of(name) -> list[int]:
     ports = [9100]
     ports += [port for grp, port in EXPORTERS.values() if name in group(grp)]
     if name in group("monitoring"):
-        ports += [9090]
+        ports += [9090, 9093]  # Prometheus, Alertmanager
     return ports
 
 
@@ -232,6 +232,7 @@ def test_blackbox_and_mtail_listen_where_they_should_hardened(host):
     checks = [
         (host, "prometheus-blackbox-exporter", "127.0.0.1:9115"),
         (machine(LB), "mtail", f"{address(LB)}:3903"),
+        (host, "prometheus-alertmanager", f"{address(MON)}:9093"),
     ]
     for h, unit, listen in checks:
         assert h.service(unit).is_running and h.service(unit).is_enabled

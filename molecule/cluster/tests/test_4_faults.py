@@ -7,11 +7,14 @@ A dependency outage is an answer, not a dead member: while PostgreSQL is down th
 answers writes with 503 + Retry-After and readiness with 503 naming the database, reads
 come from the caches, and Nginx never marks a member failed (no 502)."""
 
+import base64
+import calendar
 import json
 import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,6 +33,7 @@ from conftest import (
     machine,
     mixed_targets,
     outside_window,
+    playbook,
     record,
     under_load,
 )
@@ -190,6 +194,184 @@ def test_write_during_outage_says_when_to_retry(lb_url, write_token):
         start(machine(DB), PG_UNIT)
     assert resp.status_code == 503 and int(resp.headers["retry-after"]) > 0, resp.text
     assert "database" in resp.text and "Error" not in resp.text, resp.text
+
+
+# Alerting: PostgreSQL down reaches a person. Alertmanager on the monitoring host sends to
+# a webhook receiver the test runs there (group_vars/monitoring.yml: alertmanager_receivers,
+# short `for:`, group_wait and group_interval for the lab).
+HOOK_UNIT = "lab-webhook"
+HOOK_PORT = 9099
+HOOK_FILE = "/var/tmp/lab-webhook.jsonl"
+HOOK_SCRIPT = "/usr/local/lib/lab-webhook.py"
+RECEIVER = Path(__file__).with_name("webhook_receiver.py")
+RUNBOOK = (
+    "https://example.invalid/fastapi_ops/stack/blob/main/roles/prometheus/README.md#postgresdown"
+)
+SILENCE_AUTHOR = "fastapi_ops.stack maintenance"  # roles/alertmanager/vars/main.yml
+ALERTMANAGER_ALONE = Path(__file__).parents[1] / "alertmanager.yml"
+
+
+def am(path):
+    """Alertmanager's API v2, asked on the monitoring host (9093 is open to it only)."""
+    url = f"http://{address(MON)}:9093/api/v2/{path}"
+    return json.loads(machine(MON).check_output(f"curl -sf --max-time 5 '{url}'"))
+
+
+def epoch(rfc3339):
+    return calendar.timegm(time.strptime(rfc3339[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+def notifications(since):
+    """What the receiver got since `since` (epoch), oldest first."""
+    out = machine(MON).run(f"cat {HOOK_FILE} 2>/dev/null").stdout
+    return [n for n in map(json.loads, out.splitlines()) if n["received"] >= since]
+
+
+def mentions(n, alertname, since, instance=None):
+    """The alerts of notification n with this name (and instance) that started after since."""
+    return [
+        a
+        for a in n["body"]["alerts"]
+        if a["labels"].get("alertname") == alertname
+        and instance in (None, a["labels"].get("instance"))
+        and epoch(a["startsAt"]) >= int(since)
+    ]
+
+
+def pg_notifications(since, status):
+    return [
+        n
+        for n in notifications(since)
+        if n["body"]["status"] == status and mentions(n, "PostgresDown", since, DB)
+    ]
+
+
+def wait_for(what, timeout, step=1.0):
+    deadline = time.monotonic() + timeout
+    while (found := what()) in (None, [], False) and time.monotonic() < deadline:
+        time.sleep(step)
+    return found
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    """The receiver on the monitoring host, a transient unit, stopped at the end."""
+    mon = machine(MON)
+    script = base64.b64encode(RECEIVER.read_bytes()).decode()
+    mon.check_output(f"echo {script} | base64 -d > {HOOK_SCRIPT} && rm -f {HOOK_FILE}")
+    mon.check_output(
+        f"systemd-run --unit={HOOK_UNIT} --collect "
+        f"python3 {HOOK_SCRIPT} 127.0.0.1 {HOOK_PORT} {HOOK_FILE}"
+    )
+    assert wait_for(lambda: mon.socket(f"tcp://127.0.0.1:{HOOK_PORT}").is_listening, 10)
+    yield
+    mon.run(f"systemctl stop {HOOK_UNIT}; rm -f {HOOK_SCRIPT}")
+
+
+def test_postgresql_down_notifies_once_with_the_runbook_and_inhibits_readiness(webhook):
+    db = machine(DB)
+
+    def readiness_inhibited():
+        alerts = [a for a in am("alerts") if a["labels"]["alertname"] == "AppHealthProbeFailing"]
+        inhibited = {a["labels"]["instance"] for a in alerts if a["status"]["inhibitedBy"]}
+        return alerts if inhibited == set(APP_HOSTS) else None
+
+    down = time.time()
+    db.check_output(f"systemctl stop {PG_UNIT}")
+    try:
+        fired = wait_for(lambda: pg_notifications(down, "firing"), 90)
+        inhibited = wait_for(readiness_inhibited, max(5.0, down + 60 - time.time()))
+    finally:
+        restarted = time.time()
+        start(db, PG_UNIT)
+    resolved = wait_for(lambda: pg_notifications(down, "resolved"), 90)
+    time.sleep(6)  # a duplicate would come at the next group_interval (5 s in the lab)
+    got = notifications(down)
+    firing, resolved = pg_notifications(down, "firing"), pg_notifications(down, "resolved")
+    record(
+        "alerting_postgresql_down",
+        fault_to_notification_s=round(fired[0]["received"] - down, 1) if fired else None,
+        restart_to_resolved_s=round(resolved[0]["received"] - restarted, 1) if resolved else None,
+        notifications=len(got),
+        postgres_down_firing=len(firing),
+        postgres_down_resolved=len(resolved),
+        readiness_alerts_inhibited=len(inhibited or []),
+        readiness_notified=sum(len(mentions(n, "AppHealthProbeFailing", down)) for n in got),
+    )
+    assert len(firing) == 1 and len(resolved) == 1, got
+    body = firing[0]["body"]
+    assert body["groupLabels"] == {"alertname": "PostgresDown", "tier": "db"}, body
+    assert [a["annotations"]["runbook_url"] for a in body["alerts"]] == [RUNBOOK], body
+    # The app's readiness alert fired (both app hosts) and was inhibited, never sent.
+    assert inhibited, am("alerts")
+    assert not any(mentions(n, "AppHealthProbeFailing", down) for n in got), got
+
+
+def test_the_maintenance_silence_suppresses_it(webhook):
+    db = machine(DB)
+    on = playbook("maintenance.yml", "-e", "maintenance=on")
+    assert on.returncode == 0, on.stdout[-3000:]
+    silences = [
+        s["id"]
+        for s in am("silences")
+        if s["createdBy"] == SILENCE_AUTHOR and s["status"]["state"] == "active"
+    ]
+    assert len(silences) == 1, am("silences")
+
+    def pg_alerts():
+        return [
+            a
+            for a in am("alerts")
+            if a["labels"]["alertname"] == "PostgresDown" and a["labels"]["instance"] == DB
+        ]
+
+    down = time.time()
+    db.check_output(f"systemctl stop {PG_UNIT}")
+    try:
+        silenced = wait_for(lambda: [a for a in pg_alerts() if a["status"]["silencedBy"]], 90)
+        time.sleep(4)  # group_wait (2 s in the lab) and more: it would have been sent
+    finally:
+        start(db, PG_UNIT)
+    cleared = wait_for(lambda: not pg_alerts(), 90)
+    off = playbook("maintenance.yml", "-e", "maintenance=off")
+    assert off.returncode == 0, off.stdout[-3000:]
+    left = [s for s in am("silences") if s["id"] in silences]
+    sent = [n for n in notifications(down) if mentions(n, "PostgresDown", down)]
+    record(
+        "alerting_maintenance_silence",
+        silenced=len(silenced or []),
+        notified=len(sent),
+        silence_state_after_off=[s["status"]["state"] for s in left],
+    )
+    assert silenced and silenced[0]["status"]["silencedBy"] == silences, pg_alerts()
+    assert cleared, pg_alerts()
+    assert sent == [], sent
+    assert [s["status"]["state"] for s in left] == ["expired"], left
+
+
+def test_amtool_rejects_a_broken_config_and_the_live_one_stays():
+    mon = machine(MON)
+    live = "/etc/prometheus/alertmanager.yml"
+    before = mon.check_output(f"sha256sum {live}")
+    # A route to a receiver that does not exist: amtool says no...
+    broken = mon.run(
+        f"sed 's/receiver: lab-webhook/receiver: nosuch/' {live} > /tmp/broken.yml"
+        " && amtool check-config /tmp/broken.yml; rc=$?; rm -f /tmp/broken.yml; exit $rc"
+    )
+    assert broken.rc != 0 and "nosuch" in broken.stdout + broken.stderr, broken.stdout
+    # ...and so does the role, before anything is written (template validate:).
+    run = playbook(
+        ALERTMANAGER_ALONE,
+        "-e",
+        json.dumps({"alertmanager_routes": [{"receiver": "nosuch", "severity": ["critical"]}]}),
+        timeout=300,
+    )
+    fatal = run.stdout.find("fatal: [")
+    assert run.returncode != 0 and fatal > 0, run.stdout[-3000:]
+    task = run.stdout[run.stdout.rfind("TASK [", 0, fatal) : fatal]
+    assert "amtool check-config" in task, run.stdout[-3000:]
+    assert mon.check_output(f"sha256sum {live}") == before
+    assert mon.run(f"curl -sf --max-time 5 http://{address(MON)}:9093/-/ready").rc == 0
 
 
 def test_redis_down_reads_from_postgresql(lb_url, targets):
