@@ -9,7 +9,7 @@ from typing import Any
 
 DOCUMENTATION = r"""
 name: alert_rules
-short_description: Set the `for:` and `keep_firing_for:` of named alerts and the runbook base URL in a rule file's text
+short_description: Set the for/keep_firing_for of named alerts and the runbook URL in rule text
 version_added: 0.2.0
 author: fastapi_ops.stack maintainers (@fastapi-ops)
 description:
@@ -47,7 +47,9 @@ options:
 EXAMPLES = r"""
 - name: Install a rule file with PostgresDown after 10 s
   ansible.builtin.copy:
-    content: "{{ lookup('file', 'targets.yml', rstrip=false) | fastapi_ops.stack.alert_rules({'PostgresDown': '10s'}) }}"
+    content: >-
+      {{ lookup('file', 'targets.yml', rstrip=false)
+         | fastapi_ops.stack.alert_rules({'PostgresDown': '10s'}) }}
     dest: /etc/prometheus/rules.d/targets.yml
     mode: "0640"
     validate: promtool check rules %s
@@ -83,7 +85,10 @@ def alert_rules(
     runbook_url: str = "",
     keep_firing_overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    overrides = {"for": _durations(for_overrides), "keep_firing_for": _durations(keep_firing_overrides)}
+    overrides = {
+        "for": _durations(for_overrides),
+        "keep_firing_for": _durations(keep_firing_overrides),
+    }
     out, alert = [], None
     for line in text.split("\n"):
         match = ALERT.match(line)
@@ -107,7 +112,9 @@ def _filter(
     keep_firing_overrides: Any = None,
 ) -> str:
     try:
-        return alert_rules(str(text), for_overrides, runbook_base, runbook_url, keep_firing_overrides)
+        return alert_rules(
+            str(text), for_overrides, runbook_base, runbook_url, keep_firing_overrides
+        )
     except AlertRulesError as exc:
         from ansible.errors import AnsibleFilterError
 

@@ -178,13 +178,19 @@ def test_alerts_go_to_every_monitoring_hosts_alertmanager_with_a_tier(render):
     c = render({"monitoring": ["mon", "mon2"]}, {"mon2": {"alertmanager_port": 19093}})
     a = c["_addresses"]
     alerting = c["alerting"]
-    targets = [t for am in alerting["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    targets = [
+        t for am in alerting["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
+    ]
     assert targets == [f"{a['mon']}:9093", f"{a['mon2']}:19093"]
     relabel = alerting["alert_relabel_configs"]
     # Only alerts without a tier get one; the job's entries come before the names'.
     assert all(r["target_label"] == "tier" and r["regex"].startswith(";") for r in relabel)
-    first_name = next(i for i, r in enumerate(relabel) if r["source_labels"] == ["tier", "alertname"])
+    first_name = next(
+        i for i, r in enumerate(relabel) if r["source_labels"] == ["tier", "alertname"]
+    )
     assert all(r["source_labels"] == ["tier", "job"] for r in relabel[:first_name])
     db = [r for r in relabel if r["replacement"] == "db"]
-    assert {r["regex"] for r in db} == {";(postgres|patroni|etcd)", ";(Postgres.*|Patroni.*|Etcd.*|PgBackRest.*)"}
-
+    assert {r["regex"] for r in db} == {
+        ";(postgres|patroni|etcd)",
+        ";(Postgres.*|Patroni.*|Etcd.*|PgBackRest.*)",
+    }
