@@ -6,6 +6,7 @@ promtool comes from Debian's `prometheus` package (apt-get install prometheus).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -106,3 +107,29 @@ def test_patroni_and_etcd_rules_use_only_names_those_versions_export():
                 }
     assert {"patroni_primary", "etcd_server_has_leader"} <= used
     assert used - ha_metrics() == set()
+
+
+RUNBOOKS = ROLE.parent / "README.md"
+RUNBOOK_BASE = yaml.safe_load((ROLE.parent / "vars" / "main.yml").read_text())[
+    "__prometheus_runbook_base"
+]
+
+
+def test_every_alert_links_its_runbook_section():
+    """runbook_url = the README + #name in lower case, and the README has that section
+    (### Name: GitHub's anchor is the heading in lower case)."""
+    sections = set(re.findall(r"^### (\S+)$", RUNBOOKS.read_text(), re.M))
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                name = rule["alert"]
+                assert rule["annotations"].get("runbook_url") == f"{RUNBOOK_BASE}#{name.lower()}"
+                assert name in sections, f"{name}: no runbook section in {RUNBOOKS}"
+    assert (
+        yaml.safe_load((ROLE.parent / "defaults" / "main.yml").read_text())[
+            "prometheus_runbook_url"
+        ]
+        == RUNBOOK_BASE
+    )
