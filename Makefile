@@ -8,8 +8,8 @@ export STAGE_LOG := $(CURDIR)/.cache/stages.log
 
 # Scenarios run by `make test`: lanes run in parallel, each lane in order (every
 # scenario creates and destroys its own lab machines).
-LANE1 ?= cluster anyapp data common
-LANE2 ?= backup edge-acme edge patroni
+LANE1 ?= cluster anyapp data
+LANE2 ?= backup edge-acme edge common patroni
 # The demo lab: NAME:GROUPS for each machine. DEMO=small puts everything on one machine.
 DEMO ?= full
 DEMO_MACHINES_full := lb:lb app1:app app2:app db:db cache:cache mon:monitoring
