@@ -9,19 +9,18 @@ after test_preflight.py, whose check mode wants the converged release.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, SCENARIO, inventory_file, lab_host
+from conftest import SCENARIO, inventory_file, lab_host
 
 sys.path.insert(0, str(Path(__file__).parents[3]))
 from tools.api_token import token_for  # noqa: E402
 from tools.loadgen import DRILL_RATE, Load  # noqa: E402
+from tools.playbook import run_playbook  # noqa: E402
 
 NAME = "fastapi-ops-app"
 ROOT = f"/srv/{NAME}"
@@ -84,19 +83,10 @@ def state(host) -> dict:
 
 
 def playbook(*extra: str) -> str:
-    cmd = [
-        "ansible-playbook",
-        "-i",
-        inventory_file(),
-        str(SCENARIO / "tests" / "redeploy.yml"),
-        *extra,
-    ]
-    environ = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    proc = subprocess.run(
-        cmd, cwd=PROJECT, env=environ, capture_output=True, text=True, timeout=400, check=False
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc.stdout
+    """tests/redeploy.yml (the app role alone) with extra vars: its output."""
+    run = run_playbook(SCENARIO / "tests" / "redeploy.yml", inventory_file(), *extra, timeout=400)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return run.stdout
 
 
 def test_units_active_and_enabled(host):
