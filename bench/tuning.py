@@ -110,19 +110,25 @@ def main() -> None:
         # admin login.
         lab.ssh(
             "bench-tdata",
-            "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli --user fastapi-ops"
+            "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli"
+            " --tls --cacert /etc/redis/tls/ca.crt -p 6380 --user fastapi-ops"
             " ACL SETUSER bench on '>bench-redis-password' '~*' '+@all'",
         )
-        role_redis = redis_benchmark(lab, addr, 6379, "--user bench -a bench-redis-password")
+        # Both servers over TLS (redis_tls), with the role's certificate, checked by the CA
+        # the app role installed on the edge: the comparison is of the tuning alone.
+        tls = "--tls --cacert /etc/fastapi-ops-app/redis-ca.crt"
+        role_redis = redis_benchmark(lab, addr, 6380, f"{tls} --user bench -a bench-redis-password")
         lab.ssh(
             "bench-tdata",
             "systemd-run --unit=bench-redis-defaults -p User=redis -p WorkingDirectory=/tmp"
-            f" /usr/bin/redis-server --port 6390 --bind {addr} --protected-mode no"
+            f" /usr/bin/redis-server --port 0 --tls-port 6390 --bind {addr} --protected-mode no"
+            " --tls-cert-file /etc/redis/tls/server.crt --tls-key-file /etc/redis/tls/server.key"
+            " --tls-ca-cert-file /etc/redis/tls/ca.crt --tls-auth-clients no"
             f" && nft insert rule inet fastapi_ops input ip saddr {lab.addresses['bench-tedge']}"
             " tcp dport 6390 accept && sleep 1",
         )
         try:
-            default_redis = redis_benchmark(lab, addr, 6390, "")
+            default_redis = redis_benchmark(lab, addr, 6390, tls)
         finally:
             lab.ssh("bench-tdata", "systemctl stop bench-redis-defaults", check=False)
 

@@ -35,6 +35,7 @@ PUBLIC_FACTS = {
     "app_token",
     "app_releases",
     "postgresql_ca_cert_pem",
+    "redis_ca_cert_pem",
 }
 
 

@@ -266,10 +266,10 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _sentinel_url(self) -> Settings:
-        if self.redis_sentinels and not self.redis_url.startswith("redis://"):
+        if self.redis_sentinels and not self.redis_url.startswith(("redis://", "rediss://")):
             raise ValueError(
-                "REDIS_URL must be redis:// when REDIS_SENTINELS is set "
-                "(TLS and unix sockets are not supported with Sentinel)"
+                "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set "
+                "(unix sockets are not supported with Sentinel)"
             )
         return self
 

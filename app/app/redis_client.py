@@ -14,7 +14,7 @@ import logging
 import time
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.connection import AbstractConnection, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
@@ -46,6 +46,10 @@ class _MasterConnection(SentinelManagedConnection):
         self.host, self.port = await self.connection_pool.get_master_address()
         # Never retry the socket connect to an address that may be stale (redis-py#3560).
         await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+class _MasterSSLConnection(_MasterConnection, SSLConnection):
+    """The same over TLS (REDIS_URL rediss://, its ssl_* parameters)."""
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -104,19 +108,23 @@ def create_redis(settings: Settings) -> Redis:
         )
         return Redis(connection_pool=pool)
 
-    # The URL's user, password and db; its host:port is Sentinel's to say.
+    # The URL's user, password, db and TLS settings; its host:port is Sentinel's to say.
     url = {k: v for k, v in parse_url(settings.redis_url).items() if k not in ("host", "port")}
+    tls = issubclass(url.pop("connection_class", object), SSLConnection)
     auth = {"username": url.get("username"), "password": url.get("password")}
+    # rediss://: the Sentinels speak TLS too, checked against the same CA.
+    ssl_options = {k: v for k, v in url.items() if k.startswith("ssl_")}
+    sentinel_tls = {**ssl_options, "ssl": True} if tls else {}
     sentinel = Sentinel(
         [split_host_port(item) for item in settings.redis_sentinels],
         # The Sentinels know the app's ACL user too; redis-py would pass them only the
         # socket options. No retry: a dead Sentinel costs one timeout, then the next.
-        sentinel_kwargs={**auth, **timeouts, "retry": Retry(NoBackoff(), 0)},
+        sentinel_kwargs={**auth, **timeouts, **sentinel_tls, "retry": Retry(NoBackoff(), 0)},
     )
     return sentinel.master_for(
         settings.redis_sentinel_service,
         connection_pool_class=_SentinelPool,
-        connection_class=_MasterConnection,
+        connection_class=_MasterSSLConnection if tls else _MasterConnection,
         max_connections=settings.redis_pool_size,
         timeout=settings.redis_socket_timeout,
         decode_responses=True,

@@ -1,4 +1,6 @@
-"""A throwaway Redis master, replica and one Sentinel on free loopback ports.
+"""A throwaway Redis master, replica and one Sentinel on free loopback ports, over TLS
+as the collection deploys them (tls=True: TLS ports only, the replication and the Sentinel
+too, certificates of a throwaway CA naming 127.0.0.1) or in plain text.
 
 ACLs as the collection deploys them: the default user is off, the app's user has the app's
 ACL on the data nodes and, on the Sentinel, only what redis-py's Sentinel client sends.
@@ -48,8 +50,66 @@ def _wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-un
         time.sleep(0.1)
 
 
+def _make_certificates(directory: Path) -> None:
+    """ca.crt, and server.key/server.crt signed by it for 127.0.0.1 (openssl)."""
+    directory.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test Redis CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
+
+
 class RedisHA:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is required (.ci/host-services installs it)"
         sentinel = shutil.which("redis-sentinel")
@@ -60,10 +120,34 @@ class RedisHA:
         self.sentinel_port = free_port()
         assert len({*self.ports, self.sentinel_port}) == 3
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.tls = tls
+        if tls:
+            _make_certificates(root / "tls")
+
+    @property
+    def ca(self) -> str:
+        return str(self.root / "tls" / "ca.crt")
+
+    def _listen(self, port: int) -> str:
+        """redis.conf/sentinel.conf lines: the port, plain or TLS only."""
+        if not self.tls:
+            return f"port {port}\n"
+        tls = self.root / "tls"
+        return (
+            f"port 0\ntls-port {port}\ntls-cert-file {tls / 'server.crt'}\n"
+            f"tls-key-file {tls / 'server.key'}\ntls-ca-cert-file {tls / 'ca.crt'}\n"
+            "tls-auth-clients no\ntls-replication yes\n"
+        )
+
+    def _client(self, port: int, **options: object) -> Redis:
+        tls = {"ssl": True, "ssl_ca_certs": self.ca} if self.tls else {}
+        return Redis(host="127.0.0.1", port=port, socket_timeout=2, **ADMIN, **tls, **options)  # type: ignore[arg-type]
 
     # URL and sentinels as the app gets them; the URL's host:port must not matter.
     @property
     def redis_url(self) -> str:
+        if self.tls:
+            return f"rediss://{APP_USER}:{APP_PASSWORD}@127.0.0.1:1/0?ssl_ca_certs={self.ca}"
         return f"redis://{APP_USER}:{APP_PASSWORD}@127.0.0.1:1/0"
 
     @property
@@ -76,7 +160,7 @@ class RedisHA:
         conf = self.root / "sentinel" / "sentinel.conf"
         conf.parent.mkdir()
         conf.write_text(
-            f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {conf.parent}\n"
+            f"{self._listen(self.sentinel_port)}bind 127.0.0.1\ndir {conf.parent}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.ports[0]} 1\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
             # Also the pause before an automatic failover may follow another one (x2).
@@ -95,7 +179,7 @@ class RedisHA:
         directory.mkdir(exist_ok=True)
         conf = directory / "redis.conf"  # Sentinel rewrites it: a new one on each start
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\nsave ''\nappendonly no\ndir {directory}\n"
+            f"{self._listen(port)}bind 127.0.0.1\nsave ''\nappendonly no\ndir {directory}\n"
             "repl-diskless-sync-delay 0\n"
             f"masteruser replica\nmasterauth replica-secret\n"
             + (f"replicaof 127.0.0.1 {replicaof}\n" if replicaof else "")
@@ -115,7 +199,7 @@ class RedisHA:
 
         def up() -> bool:
             assert proc.poll() is None, f"{command} exited: {log_path.read_text()[-2000:]}"
-            return bool(Redis(port=port, socket_timeout=2, **ADMIN).ping())
+            return bool(self._client(port).ping())
 
         _wait_until(up, 10, f"{command}")
 
@@ -130,10 +214,10 @@ class RedisHA:
             self.kill(port)
 
     def node(self, port: int) -> Redis:
-        return Redis(port=port, decode_responses=True, socket_timeout=2, **ADMIN)
+        return self._client(port, decode_responses=True)
 
     def sentinel(self) -> Redis:
-        return Redis(port=self.sentinel_port, decode_responses=True, socket_timeout=2, **ADMIN)
+        return self._client(self.sentinel_port, decode_responses=True)
 
     def master(self) -> int:
         """The master's port, as the Sentinel says."""

@@ -99,7 +99,11 @@ def db_accepts(password):
 
 
 def redis_accepts(password):
-    run = machine(CACHE).run("REDISCLI_AUTH=%s redis-cli -e --user app PING", password)
+    run = machine(CACHE).run(
+        "REDISCLI_AUTH=%s redis-cli -e --tls --cacert /etc/redis/tls/ca.crt -p 6380"
+        " --user app PING",
+        password,
+    )
     return run.rc == 0 and run.stdout.strip() == "PONG"
 
 

@@ -35,11 +35,19 @@ def psql(
     )
 
 
-def redis(machine, ip: str, user: str | None, password: str | None, *args: str):
+# Redis speaks TLS only, on 6380; the app host checks it against the CA the app role installed.
+REDIS_TLS = "-p 6380 --tls --cacert /etc/fastapi-ops-app/redis-ca.crt"
+
+
+def redis(
+    machine, ip: str, user: str | None, password: str | None, *args: str, tls: str = REDIS_TLS
+):
     auth = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
     user_opt = f"--user {shlex.quote(user)} " if user else ""
     command = " ".join(shlex.quote(a) for a in args)
-    return machine.run(f"{auth}timeout 10 redis-cli --no-auth-warning -h {ip} {user_opt}{command}")
+    return machine.run(
+        f"{auth}timeout 10 redis-cli --no-auth-warning -h {ip} {tls} {user_opt}{command}"
+    )
 
 
 def test_app_credentials_reach_postgres(app, db_address, secrets):
@@ -163,6 +171,23 @@ def test_wrong_password_refused_by_redis(app, db_address):
     assert "WRONGPASS" in result.stdout + result.stderr
 
 
+def test_redis_refuses_plain_text_and_an_unknown_ca(app, db_address, secrets):
+    assert not reachable(app, db_address, 6379)  # the plain-text port is closed
+    plain = redis(app, db_address, "app", secrets["redis"], "PING", tls="-p 6380")
+    assert "PONG" not in plain.stdout
+    # A CA that did not sign the server's certificate: the handshake fails.
+    other_ca = redis(
+        app,
+        db_address,
+        "app",
+        secrets["redis"],
+        "PING",
+        tls="-p 6380 --tls --cacert /etc/ssl/certs/ca-certificates.crt",
+    )
+    assert "PONG" not in other_ca.stdout
+    assert "certificate verify failed" in other_ca.stdout + other_ca.stderr
+
+
 def test_default_user_refused_by_redis(app, db_address):
     result = redis(app, db_address, None, None, "GET", "app:probe:k")
     assert "NOAUTH" in result.stdout + result.stderr
@@ -174,7 +199,7 @@ def test_exporters_closed_to_the_app(app, db_address, port):
     assert not reachable(app, db_address, port)
 
 
-@pytest.mark.parametrize("port", [5432, 6379, 9187, 9121])
+@pytest.mark.parametrize("port", [5432, 6379, 6380, 9187, 9121])
 def test_data_ports_closed_to_other_machines(out, db_address, port):
     assert reachable(out, db_address, 22)  # the probe itself works (SSH is open to it)
     assert not reachable(out, db_address, port)

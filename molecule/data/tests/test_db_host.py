@@ -18,11 +18,15 @@ UNITS = [
 ]
 
 
+# Redis speaks TLS only, on 6380, with a certificate of the deployment's Redis CA.
+REDIS_CLI = "redis-cli -p 6380 --tls --cacert /etc/redis/tls/ca.crt"
+
+
 def redis_exporter_cli(host, *args: str):
     """redis-cli as the exporter's ACL user (the default user is disabled)."""
     cmd = (
         "REDISCLI_AUTH=$(cat /etc/redis/exporter.password) "
-        "redis-cli --user exporter --no-auth-warning " + " ".join(args)
+        f"{REDIS_CLI} --user exporter --no-auth-warning " + " ".join(args)
     )
     return host.run(cmd)
 
@@ -47,7 +51,8 @@ def test_listen_only_private_and_localhost(host):
     private = host.backend.get_variables()["ansible_host"]
     by_port = listeners(host)
     assert by_port[5432] == {private, "127.0.0.1"}
-    assert by_port[6379] <= {private, "127.0.0.1", "::1"} and private in by_port[6379]
+    assert by_port[6380] <= {private, "127.0.0.1", "::1"} and private in by_port[6380]
+    assert 6379 not in by_port  # no plain-text Redis
     assert by_port[9187] == {private}
     assert by_port[9121] == {private}
 
@@ -169,7 +174,7 @@ def test_redis_settings(host):
 
 
 def test_redis_default_user_disabled(host):
-    result = host.run("redis-cli --no-auth-warning PING")
+    result = host.run(f"{REDIS_CLI} --no-auth-warning PING")
     assert "NOAUTH" in result.stdout + result.stderr
 
 

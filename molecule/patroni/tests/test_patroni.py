@@ -300,6 +300,8 @@ def read_failures(load: Load) -> int:
 
 CACHE_HOSTS = SENTINEL_HOSTS = DB_HOSTS
 SERVICE = "fastapi-ops"
+# TLS only (redis_tls): data nodes on 6380, Sentinels on 26380, checked against the Redis CA.
+TLS = "--tls --cacert /etc/redis/tls/ca.crt"
 
 
 def secret(name: str) -> str:
@@ -310,7 +312,7 @@ def sentinel(host: str, *args: str, user: str = "sentinel", timeout: float = 3):
     """A command to the Sentinel of `host`, sent from that machine."""
     password = secret("redis_sentinel_password" if user == "sentinel" else "redis_app_password")
     return machine(host).run(
-        "REDISCLI_AUTH=%s timeout %s redis-cli -e -p 26379 --user %s " + " ".join(args),
+        f"REDISCLI_AUTH=%s timeout %s redis-cli -e {TLS} -p 26380 --user %s " + " ".join(args),
         password,
         str(timeout),
         user,
@@ -332,7 +334,8 @@ def redis_role(host: str) -> list[str]:
     return (
         machine(host)
         .check_output(
-            "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli -e --user fastapi-ops ROLE"
+            f"REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli -e {TLS} -p 6380"
+            " --user fastapi-ops ROLE"
         )
         .split()
     )
@@ -351,7 +354,7 @@ def wait_replica_of(host: str, master: str, timeout: float = 90) -> float:
             role = redis_role(host)
         except AssertionError:
             role = []
-        if role[:3] == ["slave", address(master), "6379"] and "connected" in role:
+        if role[:3] == ["slave", address(master), "6380"] and "connected" in role:
             return round(time.monotonic() - t0, 1)
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"{host} is not a replica of {master}: {role}")
@@ -371,14 +374,20 @@ def test_redis_master_replica_and_three_sentinels():
         assert (view["num-slaves"], view["num-other-sentinels"], view["quorum"]) == ("2", "2", "2")
     env = machine("pgedge").check_output("cat /etc/fastapi-ops-app/fastapi-ops-app.env")
     sentinels = re.search(r'^REDIS_SENTINELS="(.*)"$', env, re.M).group(1)
-    assert sentinels == ",".join(f"{address(h)}:26379" for h in SENTINEL_HOSTS), sentinels
+    assert sentinels == ",".join(f"{address(h)}:26380" for h in SENTINEL_HOSTS), sentinels
     assert re.search(r'^REDIS_LOCK_REPLICAS="1"$', env, re.M), env
+    assert re.search(r'^REDIS_URL="rediss://.*ssl_ca_certs=', env, re.M), "REDIS_URL is not TLS"
 
 
 def test_redis_and_sentinel_refuse_the_default_user_and_keep_the_app_to_its_commands():
-    for port in (6379, 26379):  # from pg3, a cache host: both are open to it
-        out = machine("pg3").run("redis-cli -h %s -p %s PING", address("pg1"), str(port))
+    for port in (6380, 26380):  # from pg3, a cache host: both are open to it
+        out = machine("pg3").run(f"redis-cli {TLS} -h %s -p %s PING", address("pg1"), str(port))
         assert "NOAUTH" in out.stdout + out.stderr, (port, out.stdout, out.stderr)
+        # Plain text gets no answer: the TLS port drops it, the plain-text ports are closed.
+        out = machine("pg3").run("timeout 3 redis-cli -h %s -p %s PING", address("pg1"), str(port))
+        assert "NOAUTH" not in out.stdout + out.stderr and "PONG" not in out.stdout, (port, out)
+    for port in (6379, 26379):
+        assert machine("pg3").run("redis-cli -h %s -p %s PING", address("pg1"), str(port)).rc != 0
     # The app may ask where the master is, not move it.
     out = sentinel("pg3", "SENTINEL", "FAILOVER", SERVICE, user="app")
     assert out.rc != 0 and "NOPERM" in out.stdout + out.stderr, out
@@ -391,7 +400,7 @@ def test_redis_and_sentinel_refuse_the_default_user_and_keep_the_app_to_its_comm
 
 def test_redis_and_sentinel_are_closed_to_other_hosts():
     # The controller is neither an app, a cache nor a monitoring host: dropped.
-    for port in (6379, 26379):
+    for port in (6380, 26380):
         with pytest.raises(httpx.ConnectTimeout):
             httpx.get(f"http://{address('pg1')}:{port}/", timeout=2)
 

@@ -53,6 +53,8 @@ def redis_role_vars() -> list[dict]:
 
 # The app's new password and the role's own logins, as its earlier tasks would set them.
 ROLE_VARS = {
+    # The throwaway servers speak plain text (the role's TLS is tested on the lab machines).
+    "redis_tls": False,
     "redis_app_password": NEW,
     "__redis_exporter_password": b64("exporter-password"),
     "__redis_admin_password": b64(ADMIN_PASSWORD),
@@ -315,6 +317,7 @@ def test_the_users_entry_point_rotates_a_running_node(run_tasks, tmp_path, serve
 
     def users(**extra_vars):
         values = {
+            "redis_tls": False,
             "redis_app_password": NEW,
             "redis_port": port,
             "__redis_acl_file": str(acl),
