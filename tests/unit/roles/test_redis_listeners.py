@@ -44,6 +44,17 @@ def certificates(directory: Path) -> Path:
     return directory
 
 
+def acl_file(directory: Path) -> Path:
+    """The role's own login with its rights; `test` checks the data."""
+    acl = directory / "users.acl"
+    acl.write_text(
+        "user default off\n"
+        f"user fastapi-ops on >{ADMIN_PASSWORD} {ROLE_VARS['__redis_admin_acl']}\n"
+        "user test on >test ~* +@all\n"
+    )
+    return acl
+
+
 def answers(port: int, ca: Path | None = None) -> bool:
     tls = {"ssl": True, "ssl_ca_certs": str(ca)} if ca else {}
     client = redis.Redis(
@@ -65,13 +76,7 @@ def answers(port: int, ca: Path | None = None) -> bool:
 def test_a_running_node_moves_to_tls_without_a_restart(run_tasks, tmp_path, server):  # noqa: F811
     need("redis-cli")
     tls = certificates(tmp_path)
-    acl = tmp_path / "users.acl"
-    # The role's own login with its rights; `test` checks the data.
-    acl.write_text(
-        "user default off\n"
-        f"user fastapi-ops on >{ADMIN_PASSWORD} {ROLE_VARS['__redis_admin_acl']}\n"
-        "user test on >test ~* +@all\n"
-    )
+    acl = acl_file(tmp_path)
     plain = server(
         "--aclfile",
         str(acl),
@@ -124,3 +129,46 @@ def test_a_running_node_moves_to_tls_without_a_restart(run_tasks, tmp_path, serv
         ssl_ca_certs=str(tls / "ca.crt"),
     )
     assert after.get("kept") == b"1" and after.info("server")["run_id"] == server_id
+
+
+def test_a_running_node_moves_back_to_plain_text_without_a_restart(run_tasks, tmp_path, server):  # noqa: F811
+    """redis_tls: false again: the plain port opens as the TLS one closes, in one CONFIG SET
+    sent through the TLS port."""
+    tls = certificates(tmp_path)
+    acl = acl_file(tmp_path)
+    plain, tls_port = free_port(), free_port()
+    port = server(
+        "--aclfile",
+        str(acl),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(tls / "server.crt"),
+        "--tls-key-file",
+        str(tls / "server.key"),
+        "--tls-ca-cert-file",
+        str(tls / "ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    )
+    task = {
+        "ansible.builtin.include_role": {
+            "name": "fastapi_ops.stack.redis",
+            "tasks_from": "listeners",
+        }
+    }
+    values = {
+        "redis_tls": False,
+        "redis_port": plain,
+        "redis_tls_port": tls_port,
+        "__redis_config_before": b64(f"port {port}\ntls-port {tls_port}\n"),
+        "__redis_admin_password": b64(ADMIN_PASSWORD),
+        "__redis_ca_cert": str(tls / "ca.crt"),
+    }
+    result = run_tasks([task], values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert answers(plain) and not answers(tls_port, tls / "ca.crt")
