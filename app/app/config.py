@@ -151,8 +151,9 @@ class Settings(DatabaseSettings):
     # paying a timeout on every request.
     redis_retry_interval: float = Field(2.0, ge=0)
     # A read the database fails asks Redis again for up to this long: a Redis master that
-    # went dark with the primary's machine is replaced by Sentinel within a few seconds.
-    redis_look_again_seconds: float = Field(5.0, ge=0)
+    # went dark with the primary's machine is replaced by Sentinel within 10 s (the redis
+    # role's down-after 3 s, then 2-5 s of vote and promotion, then new TLS connections).
+    redis_look_again_seconds: float = Field(10.0, ge=0)
     # Sentinel mode when set: REDIS_URL then gives only the user, password and db.
     redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     redis_sentinel_service: str = Field("fastapi-ops", min_length=1)
