@@ -10,7 +10,9 @@ from pathlib import Path
 
 import redis
 import yaml
-from test_secret_rotation import b64, free_port, need, server  # noqa: F401 (a fixture)
+
+# `server` is a fixture: imported so that pytest finds it here.
+from test_secret_rotation import b64, free_port, need, server  # noqa: F401  # pylint: disable=unused-import
 
 ADMIN_PASSWORD = "admin-password-0123456789"
 ROLE_VARS = yaml.safe_load((Path(__file__).parents[3] / "roles/redis/vars/main.yml").read_text())
