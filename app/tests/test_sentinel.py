@@ -105,6 +105,11 @@ async def test_app_follows_a_sentinel_failover(app_factory, make_settings, ha) -
 
 async def test_app_follows_a_killed_master(app_factory, make_settings, ha) -> None:  # type: ignore[no-untyped-def]
     client = await app_factory(_settings(make_settings, ha))
+    await follows_a_killed_master(client, ha)
+
+
+async def follows_a_killed_master(client, ha: RedisHA) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the master: the app writes to the promoted replica within 10 s."""
     pid = await _seed(client)
     old = ha.master()
     ha.kill(old)  # kill -9: Sentinel sees it down after 1 s, then promotes the replica

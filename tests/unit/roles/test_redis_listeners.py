@@ -57,6 +57,27 @@ def acl_file(directory: Path) -> Path:
     return acl
 
 
+def run_listeners(run_tasks, tls: Path, before: str, **settings) -> None:
+    """The role's tasks/listeners.yml on the throwaway server, whose redis.conf was `before`."""
+    values = {
+        "redis_tls": True,
+        "__redis_config_before": b64(before),
+        "__redis_admin_password": b64(ADMIN_PASSWORD),
+        "__redis_server_cert": str(tls / "server.crt"),
+        "__redis_server_key": str(tls / "server.key"),
+        "__redis_ca_cert": str(tls / "ca.crt"),
+        **settings,
+    }
+    task = {
+        "ansible.builtin.include_role": {
+            "name": "fastapi_ops.stack.redis",
+            "tasks_from": "listeners",
+        }
+    }
+    result = run_tasks([task], values)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def answers(port: int, ca: Path | None = None) -> bool:
     tls = {"ssl": True, "ssl_ca_certs": str(ca)} if ca else {}
     client = redis.Redis(
@@ -94,32 +115,25 @@ def test_a_running_node_moves_to_tls_without_a_restart(run_tasks, tmp_path, serv
     client.set("kept", "1")
     server_id = client.info("server")["run_id"]
 
-    def listeners(before: str, **settings):
-        values = {
-            "redis_tls": True,
-            "redis_port": plain,
-            "redis_tls_port": tls_port,
-            "__redis_config_before": b64(before),
-            "__redis_admin_password": b64(ADMIN_PASSWORD),
-            "__redis_server_cert": str(tls / "server.crt"),
-            "__redis_server_key": str(tls / "server.key"),
-            "__redis_ca_cert": str(tls / "ca.crt"),
-            **settings,
-        }
-        task = {
-            "ansible.builtin.include_role": {
-                "name": "fastapi_ops.stack.redis",
-                "tasks_from": "listeners",
-            }
-        }
-        result = run_tasks([task], values)
-        assert result.returncode == 0, result.stdout + result.stderr
-
     # First run of the move: the TLS port opens beside the plain one (logged in through it).
-    listeners(f"port {plain}\n", redis_plaintext=True)
+    run_listeners(
+        run_tasks,
+        tls,
+        f"port {plain}\n",
+        redis_port=plain,
+        redis_tls_port=tls_port,
+        redis_plaintext=True,
+    )
     assert answers(plain) and answers(tls_port, tls / "ca.crt")
     # Second run: the plain port closes (logged in through the TLS one).
-    listeners(f"port {plain}\ntls-port {tls_port}\n", redis_plaintext=False)
+    run_listeners(
+        run_tasks,
+        tls,
+        f"port {plain}\ntls-port {tls_port}\n",
+        redis_port=plain,
+        redis_tls_port=tls_port,
+        redis_plaintext=False,
+    )
     assert not answers(plain) and answers(tls_port, tls / "ca.crt")
     # The same server all along: its data and run id are kept.
     after = redis.Redis(
@@ -157,20 +171,12 @@ def test_a_running_node_moves_back_to_plain_text_without_a_restart(run_tasks, tm
         "--tls-auth-clients",
         "no",
     )
-    task = {
-        "ansible.builtin.include_role": {
-            "name": "fastapi_ops.stack.redis",
-            "tasks_from": "listeners",
-        }
-    }
-    values = {
-        "redis_tls": False,
-        "redis_port": plain,
-        "redis_tls_port": tls_port,
-        "__redis_config_before": b64(f"port {port}\ntls-port {tls_port}\n"),
-        "__redis_admin_password": b64(ADMIN_PASSWORD),
-        "__redis_ca_cert": str(tls / "ca.crt"),
-    }
-    result = run_tasks([task], values)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_listeners(
+        run_tasks,
+        tls,
+        f"port {port}\ntls-port {tls_port}\n",
+        redis_tls=False,
+        redis_port=plain,
+        redis_tls_port=tls_port,
+    )
     assert answers(plain) and not answers(tls_port, tls / "ca.crt")
