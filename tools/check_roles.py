@@ -25,6 +25,7 @@ import yaml
 PUBLIC_FACTS = {
     "shared_in_container",
     "shared_units_not_installed",
+    "shared_tls_switch_pending",
     "pgbackrest_postgresql_settings",
     "etcd_client_key",
     "etcd_client_cert",
