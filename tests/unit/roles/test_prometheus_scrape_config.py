@@ -86,7 +86,7 @@ def job(config: dict, name: str) -> list[tuple[str, str]] | None:
     """(instance, target) pairs of a job, None when the job is absent."""
     for j in config["scrape_configs"]:
         if j["job_name"] == name:
-            assert "metrics_path" not in j and j.get("scheme", "http") == "http"
+            assert "metrics_path" not in j
             return [
                 (sc["labels"]["instance"], t) for sc in j["static_configs"] for t in sc["targets"]
             ]
@@ -194,3 +194,60 @@ def test_alerts_go_to_every_monitoring_hosts_alertmanager_with_a_tier(render):
         ";(postgres|patroni|etcd)",
         ";(Postgres.*|Patroni.*|Etcd.*|PgBackRest.*)",
     }
+
+
+# --- exporters over HTTPS (node_exporter_tls, postgresql_exporter_tls) -----------------
+
+CA = "/etc/prometheus/tls/ca.crt"
+
+
+def scrape_job(config: dict, name: str) -> dict:
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == name]
+    return job
+
+
+def schemes(job: dict) -> dict[str, str]:
+    """instance -> the scheme Prometheus uses for it (job's, else the target's __scheme__)."""
+    return {
+        sc["labels"]["instance"]: sc["labels"].get("__scheme__", job.get("scheme", "http"))
+        for sc in job["static_configs"]
+    }
+
+
+def test_node_and_postgres_exporters_are_scraped_over_https_checked_against_the_ca(render):
+    c = render({"db": ["db1"], "cache": ["cache1"], "lb": ["lb1"], "app": ["app1"]})
+    for name in ("node", "postgres"):
+        job = scrape_job(c, name)
+        assert job["scheme"] == "https"
+        assert job["tls_config"] == {"ca_file": CA}
+        # One scheme for the job: no per-target label left.
+        assert all("__scheme__" not in sc["labels"] for sc in job["static_configs"])
+    assert set(schemes(scrape_job(c, "node"))) == {"mon", "db1", "cache1", "lb1", "app1"}
+    # The others stay plain HTTP (Redis, Nginx, mtail, the app, Prometheus itself).
+    for name in ("redis", "nginx", "nginx_log", "app", "prometheus"):
+        job = scrape_job(c, name)
+        assert job.get("scheme", "http") == "http" and "tls_config" not in job, job
+    probe = scrape_job(c, "app_probe")
+    assert "tls_config" not in probe and probe.get("scheme", "http") == "http"
+
+
+def test_a_host_that_keeps_plain_http_is_scraped_over_http_in_the_same_job(render):
+    c = render(
+        {"db": ["db1", "db2"]},
+        {"db2": {"node_exporter_tls": False, "postgresql_exporter_tls": False}},
+    )
+    for name in ("node", "postgres"):
+        job = scrape_job(c, name)
+        assert "scheme" not in job
+        assert job["tls_config"] == {"ca_file": CA}
+        got = schemes(job)
+        assert got["db1"] == "https" and got["db2"] == "http", got
+
+
+def test_tls_switched_off_everywhere_is_plain_http(render):
+    off = {"node_exporter_tls": False, "postgresql_exporter_tls": False}
+    c = render({"db": ["db1"]}, {h: off for h in ("mon", "db1")})
+    for name in ("node", "postgres"):
+        job = scrape_job(c, name)
+        assert "scheme" not in job and "tls_config" not in job
+        assert set(schemes(job).values()) == {"http"}
