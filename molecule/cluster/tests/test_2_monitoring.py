@@ -37,6 +37,18 @@ EXPORTERS = {
     "nginx_log": ("lb", 3903),  # mtail
 }
 
+# Exporters on HTTPS with a certificate of the monitoring CA (node_exporter_tls,
+# postgresql_exporter_tls: on, the inventory has a monitoring host); the CA's certificate
+# on the monitoring host (the CA host) is what Prometheus checks them against.
+TLS_PORTS = {9100, 9187}
+MONITORING_CA = "/etc/prometheus/tls/ca.crt"
+
+
+def curl_url(url: str) -> str:
+    """curl's options and URL for a GET from the monitoring host, HTTPS checked against the CA."""
+    return f"--cacert {MONITORING_CA} '{url}'" if url.startswith("https://") else f"'{url}'"
+
+
 # Rule files whose metrics this scenario cannot export: no pgBackRest (molecule/backup
 # checks backup.yml live), one db host so no Patroni and no etcd (molecule/patroni checks
 # their names live).
@@ -94,6 +106,46 @@ def test_every_target_is_up(host):
     assert down == {}
 
 
+def test_exporters_serve_https_that_prometheus_verifies(host):
+    """node_exporter on every host and the Postgres exporter are scraped over HTTPS and up
+    (Prometheus checks their certificates against the monitoring CA, the target's address
+    against the IP SAN); plain HTTP is refused; HTTPS verifies with the CA, not without."""
+    want = {("node", h) for h in ALL_HOSTS} | {("postgres", h) for h in group("db")}
+    deadline = time.monotonic() + 60
+    while True:
+        active = api(host, "/api/v1/targets?state=active")["activeTargets"]
+        got = {
+            (t["labels"]["job"], t["labels"]["instance"]): (
+                t["health"],
+                t["scrapeUrl"],
+                t["lastError"],
+            )
+            for t in active
+            if t["labels"]["job"] in ("node", "postgres")
+        }
+        bad = {k: v for k, v in got.items() if v[0] != "up" or not v[1].startswith("https://")}
+        if set(got) == want and not bad or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert set(got) == want
+    assert bad == {}
+    # A db host's exporters: plain HTTP is answered 400, not served.
+    db = address(group("db")[0])
+    for port in sorted(TLS_PORTS):
+        out = host.check_output(
+            f"curl -sS --max-time 5 -w '\\n%{{http_code}}' http://{db}:{port}/metrics"
+        )
+        body, code = out.rsplit("\n", 1)
+        assert code == "400" and "HTTP request to an HTTPS server" in body, out
+    # HTTPS: verified with the monitoring CA (and the address as name); refused without it.
+    metrics = host.check_output(f"curl -sSf --max-time 5 {curl_url(f'https://{db}:9100/metrics')}")
+    assert "node_exporter_build_info" in metrics
+    metrics = host.check_output(f"curl -sSf --max-time 5 {curl_url(f'https://{db}:9187/metrics')}")
+    assert "pg_up 1" in metrics.splitlines()
+    unverified = host.run(f"curl -sS -o /dev/null --max-time 5 https://{db}:9100/metrics")
+    assert unverified.rc == 60, unverified.stderr  # curl: peer certificate cannot be verified
+
+
 def test_instance_labels_are_inventory_hostnames(host):
     # From the active targets: series of Debian's default config (localhost:9090), scraped
     # before the role's config was loaded, may still be in the TSDB.
@@ -143,7 +195,8 @@ def test_ports_closed_from_non_monitoring_hosts(host):
     assert sorted(timed_out) == sorted(f"{name}:{port}:28" for name, port in ports), timed_out
     # ...and open from the monitoring host.
     for name, port in ports:
-        url = f"http://{address(name)}:{port}/metrics"
+        scheme = "https" if port in TLS_PORTS else "http"
+        url = curl_url(f"{scheme}://{address(name)}:{port}/metrics")
         assert host.run(f"curl -sf -o /dev/null --max-time 5 {url}").rc == 0, url
 
 
@@ -151,7 +204,7 @@ def live_metric_names(host) -> set[str]:
     """Names Prometheus has stored plus every name a target declares (# TYPE) in a scrape."""
     names = set(api(host, "/api/v1/label/__name__/values"))
     for t in api(host, "/api/v1/targets?state=active")["activeTargets"]:
-        text = host.check_output(f"curl -sS --max-time 10 '{t['scrapeUrl']}'")
+        text = host.check_output(f"curl -sS --max-time 10 {curl_url(t['scrapeUrl'])}")
         for m in re.finditer(r"^# TYPE (\S+) (\w+)", text, re.M):
             name, kind = m.groups()
             names.add(name)
