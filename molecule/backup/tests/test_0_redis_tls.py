@@ -1,8 +1,9 @@
 """A single Redis converged in plain text (redis_tls: false, as before TLS came) moved to
 TLS under load through Nginx, as roles/redis/README.md says: a run with redis_plaintext
 (Redis takes 6380 beside 6379 at run time, the app reloads onto rediss://), then one
-without it (6379 closes at run time). Reads, creations and locked updates, never retried:
-none may fail, and Redis must not restart (its data and connections stay).
+without it (6379 closes at run time), then a third that renews the server certificate
+(Redis loads it at run time). Reads, creations and locked updates, never retried: none may
+fail, and Redis must not restart (its data and connections stay).
 
 Runs before test_backup.py (file order); the restores there then run on TLS."""
 
@@ -46,6 +47,18 @@ def redis_invocation() -> str:
     return DB.check_output("systemctl show -p InvocationID --value redis-server")
 
 
+def served_serial() -> str:
+    """The serial of the certificate Redis serves to a new connection."""
+    return DB.check_output(
+        "openssl s_client -connect 127.0.0.1:6380 -CAfile /etc/redis/tls/ca.crt </dev/null"
+        " 2>/dev/null | openssl x509 -noout -serial"
+    )
+
+
+def file_serial() -> str:
+    return DB.check_output("openssl x509 -noout -serial -in /etc/redis/tls/server.crt")
+
+
 def test_a_plain_text_redis_moves_to_tls_under_load_without_a_failed_request():
     assert redis_url().startswith("redis://") and listening(6379) and not listening(6380)
     invocation = redis_invocation()
@@ -79,14 +92,21 @@ def test_a_plain_text_redis_moves_to_tls_under_load_without_a_failed_request():
             PLAYBOOK, INVENTORY, "-e", '{"redis_tls": true, "redis_plaintext": true}'
         )
         if both.returncode != 0:
-            return both, "", False
+            return both, "", False, ""
         moved = (redis_url(), listening(6379) and listening(6380))
-        return run_playbook(REDIS_PLAY, INVENTORY, "-e", '{"redis_tls": true}'), *moved
+        tls_only = run_playbook(REDIS_PLAY, INVENTORY, "-e", '{"redis_tls": true}')
+        if tls_only.returncode != 0:
+            return tls_only, *moved, ""
+        # Fewer days left than redis_tls_renew_days: the certificate is signed again.
+        served = served_serial()
+        renew = '{"redis_tls": true, "redis_tls_valid_days": 4000, "redis_tls_renew_days": 3700}'
+        return run_playbook(REDIS_PLAY, INVENTORY, "-e", renew), *moved, served
 
-    (run, moved, both_open), seconds = load.around(move)
+    (run, moved, both_open, served_before), seconds = load.around(move)
     r = load.result.summary()
     print(
-        f"\nplain-text Redis moved to TLS by two runs under load: sent={r['sent']}"
+        f"\nplain-text Redis moved to TLS by two runs, then its certificate renewed, under load:"
+        f" sent={r['sent']}"
         f" failed={r['failed']} in {seconds:.1f} s (connection errors"
         f" {r['connection_errors']}, statuses {r['statuses']}; locked updates"
         f" {load.by_target['locked update'].summary()['statuses']})"
@@ -94,6 +114,8 @@ def test_a_plain_text_redis_moves_to_tls_under_load_without_a_failed_request():
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert moved.startswith("rediss://") and "ssl_ca_certs=" in moved and both_open
     assert not listening(6379) and listening(6380)
+    # The renewed certificate is served, and the one before it was another.
+    assert served_serial() == file_serial() != served_before
     assert redis_invocation() == invocation  # no restart: CONFIG SET at run time
     assert r["failed"] == 0 and r["connection_errors"] == 0, r
     with httpx.Client(verify=False, timeout=10) as client:
