@@ -38,9 +38,11 @@ EXPORTERS = {
 }
 
 # Exporters on HTTPS with a certificate of the monitoring CA (node_exporter_tls,
-# postgresql_exporter_tls: on, the inventory has a monitoring host); the CA's certificate
-# on the monitoring host (the CA host) is what Prometheus checks them against.
-TLS_PORTS = {9100, 9187}
+# postgresql_exporter_tls, redis_exporter_tls, nginx_exporter_tls: on, the inventory has a
+# monitoring host); the CA's certificate on the monitoring host (the CA host) is what
+# Prometheus checks them against. mtail serves plain HTTP.
+TLS_JOBS = {"node", "postgres", "redis", "nginx"}
+TLS_PORTS = {9100} | {port for job, (_group, port) in EXPORTERS.items() if job in TLS_JOBS}
 MONITORING_CA = "/etc/prometheus/tls/ca.crt"
 
 
@@ -107,10 +109,14 @@ def test_every_target_is_up(host):
 
 
 def test_exporters_serve_https_that_prometheus_verifies(host):
-    """node_exporter on every host and the Postgres exporter are scraped over HTTPS and up
-    (Prometheus checks their certificates against the monitoring CA, the target's address
-    against the IP SAN); plain HTTP is refused; HTTPS verifies with the CA, not without."""
-    want = {("node", h) for h in ALL_HOSTS} | {("postgres", h) for h in group("db")}
+    """node_exporter on every host and the Postgres, Redis and Nginx exporters are scraped
+    over HTTPS and up (Prometheus checks their certificates against the monitoring CA, the
+    target's address against the IP SAN); plain HTTP is refused; HTTPS verifies with the
+    CA, not without."""
+    want = {("node", h) for h in ALL_HOSTS}
+    want |= {
+        (job, h) for job, (name, _port) in EXPORTERS.items() if job in TLS_JOBS for h in group(name)
+    }
     deadline = time.monotonic() + 60
     while True:
         active = api(host, "/api/v1/targets?state=active")["activeTargets"]
@@ -121,7 +127,7 @@ def test_exporters_serve_https_that_prometheus_verifies(host):
                 t["lastError"],
             )
             for t in active
-            if t["labels"]["job"] in ("node", "postgres")
+            if t["labels"]["job"] in TLS_JOBS
         }
         bad = {k: v for k, v in got.items() if v[0] != "up" or not v[1].startswith("https://")}
         if set(got) == want and not bad or time.monotonic() > deadline:
@@ -129,21 +135,29 @@ def test_exporters_serve_https_that_prometheus_verifies(host):
         time.sleep(2)
     assert set(got) == want
     assert bad == {}
-    # A db host's exporters: plain HTTP is answered 400, not served.
-    db = address(group("db")[0])
-    for port in sorted(TLS_PORTS):
+    # Each exporter on a host of its group: plain HTTP is answered 400, not served; HTTPS is
+    # verified with the monitoring CA (and the address as name), refused without it. The
+    # line that starts its metrics shows that it is up.
+    served = {
+        "node": (group("db")[0], 9100, "node_exporter_build_info{"),
+        "postgres": (group("db")[0], 9187, "pg_up 1"),
+        "redis": (group("cache")[0], 9121, "redis_up 1"),
+        "nginx": (group("lb")[0], 9113, "nginx_up 1"),
+    }
+    assert set(served) == TLS_JOBS
+    for name, port, line in served.values():
+        at = address(name)
         out = host.check_output(
-            f"curl -sS --max-time 5 -w '\\n%{{http_code}}' http://{db}:{port}/metrics"
+            f"curl -sS --max-time 5 -w '\\n%{{http_code}}' http://{at}:{port}/metrics"
         )
         body, code = out.rsplit("\n", 1)
         assert code == "400" and "HTTP request to an HTTPS server" in body, out
-    # HTTPS: verified with the monitoring CA (and the address as name); refused without it.
-    metrics = host.check_output(f"curl -sSf --max-time 5 {curl_url(f'https://{db}:9100/metrics')}")
-    assert "node_exporter_build_info" in metrics
-    metrics = host.check_output(f"curl -sSf --max-time 5 {curl_url(f'https://{db}:9187/metrics')}")
-    assert "pg_up 1" in metrics.splitlines()
-    unverified = host.run(f"curl -sS -o /dev/null --max-time 5 https://{db}:9100/metrics")
-    assert unverified.rc == 60, unverified.stderr  # curl: peer certificate cannot be verified
+        metrics = host.check_output(
+            f"curl -sSf --max-time 5 {curl_url(f'https://{at}:{port}/metrics')}"
+        )
+        assert any(m.startswith(line) for m in metrics.splitlines()), (name, port)
+        unverified = host.run(f"curl -sS -o /dev/null --max-time 5 https://{at}:{port}/metrics")
+        assert unverified.rc == 60, unverified.stderr  # curl: peer certificate cannot be verified
 
 
 def test_instance_labels_are_inventory_hostnames(host):

@@ -1,6 +1,7 @@
-"""Exporters over HTTPS (issue 18): the values the node_exporter, postgresql and prometheus
-roles share (the TLS default, the monitoring TLS files' paths) kept equal. The scrape
-configuration's schemes are checked in test_prometheus_scrape_config.py."""
+"""Exporters over HTTPS (issue 18): the values the node_exporter, prometheus and exporter
+roles (postgresql, redis, nginx) share (the TLS default, the monitoring TLS files' paths)
+kept equal. The scrape configuration's schemes are checked in
+test_prometheus_scrape_config.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ REPO = Path(__file__).resolve().parents[3]
 CA = "/etc/prometheus/tls/ca.crt"
 
 
-# --- what the three roles must agree on ----------------------------------------------
+# The roles whose exporter serves the node_exporter role's certificate: (role, prefix of
+# its vars, its TLS variable).
+EXPORTERS = [
+    ("postgresql", "__postgresql_exporter", "postgresql_exporter_tls"),
+    ("redis", "__redis_exporter", "redis_exporter_tls"),
+    ("nginx", "__nginx_exporter", "nginx_exporter_tls"),
+]
+
+
+# --- what the roles must agree on ------------------------------------------------------
 
 
 def load(role: str, kind: str) -> dict:
@@ -23,7 +33,7 @@ def load(role: str, kind: str) -> dict:
 
 @pytest.mark.parametrize(
     ("owner", "name"),
-    [("node_exporter", "node_exporter_tls"), ("postgresql", "postgresql_exporter_tls")],
+    [("node_exporter", "node_exporter_tls")] + [(role, tls) for role, _prefix, tls in EXPORTERS],
 )
 def test_prometheus_tls_fallback_equals_the_exporter_roles_default(owner: str, name: str):
     theirs = load(owner, "defaults")[name]
@@ -43,11 +53,16 @@ def _resolved(variables: dict, name: str) -> str:
     return value
 
 
-def test_the_monitoring_tls_paths_are_the_same_in_the_three_roles():
+@pytest.mark.parametrize(("role", "prefix"), [(role, prefix) for role, prefix, _tls in EXPORTERS])
+def test_the_exporters_serve_the_node_exporter_roles_certificate(role: str, prefix: str):
     node = load("node_exporter", "vars")
-    pg = load("postgresql", "vars")
+    theirs = load(role, "vars")
+    assert _resolved(node, "__node_exporter_tls_cert") == theirs[f"{prefix}_tls_cert"]
+    assert _resolved(node, "__node_exporter_tls_key") == theirs[f"{prefix}_tls_key"]
+
+
+def test_prometheus_checks_them_against_the_node_exporter_roles_ca():
+    node = load("node_exporter", "vars")
     prom = load("prometheus", "vars")
-    assert _resolved(node, "__node_exporter_tls_cert") == pg["__postgresql_exporter_tls_cert"]
-    assert _resolved(node, "__node_exporter_tls_key") == pg["__postgresql_exporter_tls_key"]
     assert _resolved(node, "__node_exporter_tls_ca_cert") == prom["__prometheus_exporters_ca_cert"]
     assert prom["__prometheus_exporters_ca_cert"] == CA

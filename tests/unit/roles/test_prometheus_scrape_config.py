@@ -196,7 +196,7 @@ def test_alerts_go_to_every_monitoring_hosts_alertmanager_with_a_tier(render):
     }
 
 
-# --- exporters over HTTPS (node_exporter_tls, postgresql_exporter_tls) -----------------
+# --- exporters over HTTPS (node_exporter_tls, postgresql_exporter_tls, ...) -------------
 
 CA = "/etc/prometheus/tls/ca.crt"
 
@@ -214,17 +214,25 @@ def schemes(job: dict) -> dict[str, str]:
     }
 
 
-def test_node_and_postgres_exporters_are_scraped_over_https_checked_against_the_ca(render):
+TLS_JOBS = {
+    "node": "node_exporter_tls",
+    "postgres": "postgresql_exporter_tls",
+    "redis": "redis_exporter_tls",
+    "nginx": "nginx_exporter_tls",
+}
+
+
+def test_the_exporters_are_scraped_over_https_checked_against_the_ca(render):
     c = render({"db": ["db1"], "cache": ["cache1"], "lb": ["lb1"], "app": ["app1"]})
-    for name in ("node", "postgres"):
+    for name in TLS_JOBS:
         job = scrape_job(c, name)
         assert job["scheme"] == "https"
         assert job["tls_config"] == {"ca_file": CA}
         # One scheme for the job: no per-target label left.
         assert all("__scheme__" not in sc["labels"] for sc in job["static_configs"])
     assert set(schemes(scrape_job(c, "node"))) == {"mon", "db1", "cache1", "lb1", "app1"}
-    # The others stay plain HTTP (Redis, Nginx, mtail, the app, Prometheus itself).
-    for name in ("redis", "nginx", "nginx_log", "app", "prometheus"):
+    # The others stay plain HTTP (mtail, the app, Prometheus itself).
+    for name in ("nginx_log", "app", "prometheus"):
         job = scrape_job(c, name)
         assert job.get("scheme", "http") == "http" and "tls_config" not in job, job
     probe = scrape_job(c, "app_probe")
@@ -232,11 +240,12 @@ def test_node_and_postgres_exporters_are_scraped_over_https_checked_against_the_
 
 
 def test_a_host_that_keeps_plain_http_is_scraped_over_http_in_the_same_job(render):
+    both = ["db1", "db2"]
     c = render(
-        {"db": ["db1", "db2"]},
-        {"db2": {"node_exporter_tls": False, "postgresql_exporter_tls": False}},
+        {"db": both, "cache": both, "lb": both},
+        {"db2": {v: False for v in TLS_JOBS.values()}},
     )
-    for name in ("node", "postgres"):
+    for name in TLS_JOBS:
         job = scrape_job(c, name)
         assert "scheme" not in job
         assert job["tls_config"] == {"ca_file": CA}
@@ -245,9 +254,9 @@ def test_a_host_that_keeps_plain_http_is_scraped_over_http_in_the_same_job(rende
 
 
 def test_tls_switched_off_everywhere_is_plain_http(render):
-    off = {"node_exporter_tls": False, "postgresql_exporter_tls": False}
-    c = render({"db": ["db1"]}, {h: off for h in ("mon", "db1")})
-    for name in ("node", "postgres"):
+    off = {v: False for v in TLS_JOBS.values()}
+    c = render({"db": ["db1"], "cache": ["db1"], "lb": ["db1"]}, {h: off for h in ("mon", "db1")})
+    for name in TLS_JOBS:
         job = scrape_job(c, name)
         assert "scheme" not in job and "tls_config" not in job
         assert set(schemes(job).values()) == {"http"}
