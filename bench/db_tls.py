@@ -45,6 +45,11 @@ MODES = {"tls": [], "redis plain": [REDIS_PLAIN], "plain": [PG_PLAIN, REDIS_PLAI
 # the Redis port they connect to.
 EXPECTED = {"tls": ({"t"}, {"6380"}), "redis plain": ({"t"}, {"6379"}), "plain": ({"f"}, {"6379"})}
 PGSSLMODES = {"tls": "verify-full", "plain": "disable"}
+# redis-cli on the db host, over TLS, with the role's password (REDISCLI_AUTH).
+REDIS_CLI = (
+    "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli -e --tls"
+    " --cacert /etc/redis/tls/ca.crt -p 6380"
+)
 # New connections one after the other (argv: count, PGSSLMODE); prints the median and p95
 # in ms. asyncpg reads PGSSLMODE and PGSSLROOTCERT as the app does.
 CONNECTS = """
@@ -68,11 +73,21 @@ asyncio.run(main(int(sys.argv[1])))
 def app_mode(lab: Lab, mode: str) -> None:
     """The app reloaded with this mode's environment (its EnvironmentFile, re-read on
     reload), made from the deployed one."""
-    edits = " ".join(f"-e {shlex.quote(e)}" for e in MODES[mode])
+    edits = " ".join(f"-e {shlex.quote(e)}" for e in MODES[mode] or [""])
     lab.ssh(
         "bench-sedge",
         f"[ -f {ENV_FILE}.bench ] || cp -p {ENV_FILE} {ENV_FILE}.bench;"
         f" sed {edits} {ENV_FILE}.bench > {ENV_FILE} && systemctl reload {APP} && sleep 3",
+    )
+
+
+def redis_clients_user(lab: Lab) -> None:
+    """A Redis user that may list the clients (the role's own login may not), with the
+    role's password, in memory only: the role's ACL file does not have it."""
+    lab.ssh(
+        "bench-sdata",
+        f"{REDIS_CLI} --user fastapi-ops ACL SETUSER bench-clients on"
+        ' ">$(cat /etc/redis/admin.password)" -@all "+client|list"',
     )
 
 
@@ -84,11 +99,7 @@ def app_sessions(lab: Lab) -> tuple[set[str], set[str]]:
         'cd /tmp && runuser -u postgres -- psql -AtX -d app -c "SELECT DISTINCT s.ssl'
         " FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'app'\"",
     )
-    clients = lab.ssh(
-        "bench-sdata",
-        "REDISCLI_AUTH=$(cat /etc/redis/admin.password) redis-cli --tls --cacert"
-        " /etc/redis/tls/ca.crt -p 6380 --user fastapi-ops CLIENT LIST",
-    )
+    clients = lab.ssh("bench-sdata", f"{REDIS_CLI} --user bench-clients CLIENT LIST")
     fields = [
         dict(f.split("=", 1) for f in line.split() if "=" in f) for line in clients.splitlines()
     ]
@@ -135,6 +146,7 @@ def main() -> None:
         )
         pid = json.loads(body)["id"]
         product = f"{lb}/api/v1/products/{pid}"
+        redis_clients_user(lab)
         fresh = FreshReads(lab, "bench-sdata", product, pid)
         runs: dict[str, dict[str, list[dict]]] = {m: {"miss": [], "hit": []} for m in MODES}
         for rnd in range(args.rounds):
