@@ -144,6 +144,10 @@ class Settings(DatabaseSettings):
     # so the app can get the new password before or after the server does.
     database_password_previous: SecretStr | None = None
 
+    # A new worker opens its first connections to PostgreSQL and Redis before it takes
+    # requests, trying for at most this long (app/warm_up.py). 0: it does not.
+    warm_up_seconds: float = Field(3.0, ge=0, le=30)
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_pool_size: int = Field(20, ge=1)
     redis_socket_timeout: float = Field(0.5, gt=0)

@@ -23,6 +23,7 @@ from app.log import configure_logging
 from app.metrics import instrument_pool, reset_pool_gauges
 from app.middleware import BodyLimitMiddleware, RequestMiddleware
 from app.redis_client import create_redis
+from app.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.redis_retry_interval,
         settings.redis_look_again_seconds,
     )
+    await warm_up(engine, redis, settings.warm_up_seconds)
     log.info(
         "started",
         extra={

@@ -97,6 +97,8 @@ def make_settings(database_url: str, redis_prefix: str) -> Callable[..., Setting
             "secret_key": SECRET,
             "cache_prefix": prefix,
             "redis_retry_interval": 0,
+            # An app started with a dependency down waits this long (test_warm_up.py).
+            "warm_up_seconds": 0.5,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

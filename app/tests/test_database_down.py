@@ -388,8 +388,12 @@ async def test_a_frozen_host_ahead_of_the_primary_costs_one_connect_timeout(  # 
     url = make_url(database_url).set(
         host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"}
     )
+    # No warm-up: the first request is the one that meets the frozen host.
     settings = make_settings(
-        database_url=url.render_as_string(hide_password=False), db_primary_wait=5, **FAST
+        database_url=url.render_as_string(hide_password=False),
+        db_primary_wait=5,
+        warm_up_seconds=0,
+        **FAST,
     )
     client = await app_factory(settings)
     try:
