@@ -121,9 +121,10 @@ def mixed_targets(lb_url, product_id, write_token):
     ]
 
 
-def under_load(targets, run, settle=2.0):
-    """Load before, during and after `run()`; returns (run's result, load, wall time)."""
-    load = Load(targets, connections=CONNECTIONS, duration=900, rate=DRILL_RATE)
+def under_load(targets, run, settle=2.0, timeout=10.0):
+    """Load before, during and after `run()`; returns (run's result, load, wall time).
+    `timeout`: how long the client waits for an answer before it counts a failure."""
+    load = Load(targets, connections=CONNECTIONS, duration=900, rate=DRILL_RATE, timeout=timeout)
     outcome, wall = load.around(run, settle)
     return outcome, load, wall
 

@@ -468,8 +468,10 @@ def test_kill_9_of_a_main_process_comes_back_by_itself(lb_url, targets, host, un
     assert int(pid) > 0
 
     def kill():
-        machine(host).check_output(f"kill -9 {pid}")
+        # The outage starts when the kill is sent: requests in flight on the process fail
+        # while the SSH command that sent it is still returning.
         killed = time.monotonic()
+        machine(host).check_output(f"kill -9 {pid}")
         time.sleep(1)
         back = wait_active(host, unit)
         new = machine(host).check_output(f"systemctl show -p MainPID --value {unit}")
