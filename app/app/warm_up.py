@@ -29,7 +29,7 @@ RETRY_PAUSE = 0.1
 async def _until_done(open_one: Callable[[], Awaitable[object]], deadline: float) -> None:
     while True:
         try:
-            await asyncio.gather(*(open_one() for _ in range(CONNECTIONS)))
+            await asyncio.gather(*(open_one() for _n in range(CONNECTIONS)))
             return
         except Exception:
             if time.monotonic() + RETRY_PAUSE >= deadline:
