@@ -1,10 +1,11 @@
-"""The controller's strategy (ansible.cfg): Mitogen's linear strategy when the mitogen
-package is installed, else Ansible's own linear strategy.
+"""An opt-in strategy (ANSIBLE_STRATEGY=mitogen_or_linear): Mitogen's linear strategy
+when the mitogen package is installed, else Ansible's own linear strategy.
 
 Mitogen keeps one Python interpreter per host open for the whole run and sends it the
-modules it has not seen yet, instead of a new SSH command and interpreter per task: a
-no-op site.yml ran 2.6x faster on the lab (bench/RESULTS.md, section 3). Run with
-ANSIBLE_STRATEGY=linear to leave it out.
+modules it has not seen yet, instead of a new SSH command and interpreter per task. On
+two quiet lab machines site.yml took 0.6 of the time and of the CPU of the linear
+strategy; in CI, with 6 machines and another scenario on the same 2 cores, the converges
+took longer than with it (bench/RESULTS.md, section 3), so it is not the default.
 """
 
 try:
