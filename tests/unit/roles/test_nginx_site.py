@@ -243,6 +243,29 @@ def test_writes_limited_per_client_in_every_app_location(render):
     assert limits["= /metrics"] == [] and limits["^~ /static/"] == []
 
 
+def test_the_cache_lock_is_off_unless_asked_for(render):
+    """Nginx takes the lock on every miss, also for no-store answers, and its waiters poll
+    every 500 ms: on by default, it made concurrent GET /version wait up to 5 s."""
+
+    def locks(conf: dict[str, str]) -> dict[str, list[str]]:
+        site = servers(conf["site.conf"])[(443, False)]
+        return {
+            head: directives(body, "proxy_cache_lock")
+            + directives(body, "proxy_cache_lock_timeout")
+            for head, body in blocks(site, "location")
+            if directives(body, "proxy_cache")
+        }
+
+    two = [{"path": "/", "cache": True}, {"path": "/catalog/", "cache": True, "cache_lock": True}]
+    assert locks(render({"nginx_locations": two})) == {"/": [], "/catalog/": ["on", "5s"]}
+    everywhere = {
+        "nginx_locations": two[:1] + [{"path": "/catalog/", "cache": True, "cache_lock": False}],
+        "nginx_proxy_cache_lock": True,
+        "nginx_proxy_cache_lock_timeout": "2s",
+    }
+    assert locks(render(everywhere)) == {"/": ["on", "2s"], "/catalog/": []}
+
+
 def test_maintenance_lets_the_allow_list_and_health_checks_through(render):
     conf = render(
         {
