@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -146,22 +147,41 @@ def follow_the_primary(
             await_only(asyncio.sleep(PRIMARY_POLL))
 
 
+def ping_on_checkout(engine: AsyncEngine) -> None:
+    """Replace, on checkout, a pooled connection the server has closed (a restart, a
+    switchover): one round trip, none for a connection asyncpg already knows is closed.
+    SQLAlchemy's own pool_pre_ping wraps its ping in BEGIN and ROLLBACK, for PgBouncer's
+    transaction mode: three round trips on every request, more than a cached read costs."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_connection, connection_record, connection_proxy):  # noqa: ANN001, ANN202
+        driver = dbapi_connection.driver_connection
+        try:
+            if driver.is_closed():
+                raise ConnectionError("the server closed the connection")
+            # Runs in SQLAlchemy's greenlet on the event loop, like a query.
+            await_only(driver.execute("SELECT 1"))
+        except Exception as exc:
+            # The pool drops this connection, and every older one, and connects anew.
+            raise sa_exc.DisconnectionError(str(exc)) from exc
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     # The async default pool (AsyncAdaptedQueuePool); QueuePool itself is sync-only.
-    # Pre-ping replaces connections a restarted server killed, on their next checkout.
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_recycle=settings.db_pool_recycle,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=settings.db_pool_pre_ping,
         pool_use_lifo=True,
         echo=settings.debug,
         # SQLAlchemy's error text and echo log show the SQL without the values a caller sent.
         hide_parameters=True,
         connect_args=connect_args(settings, settings.app_name),
     )
+    if settings.db_pool_pre_ping:
+        ping_on_checkout(engine)
     previous = settings.database_password_previous
     follow_the_primary(
         engine, settings.db_primary_wait, previous.get_secret_value() if previous else None
@@ -171,6 +191,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: autocommit, so a read is one round trip
+    without a BEGIN before it and a COMMIT after it. Under READ COMMITTED each statement
+    sees the commits made before it anyway: the transaction added nothing to a read."""
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 def _describe(exc: BaseException) -> str:
@@ -197,14 +224,8 @@ def dropping_a_dead_session(
     return load_or_drop
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, committed unless the handler raised.
-
-    Use with `Depends(get_session, scope="function")`, so the commit happens before the
-    response is sent and a database fault there still becomes the response (503).
-    The session connects lazily: a request served from the cache never touches PostgreSQL.
-    """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+@asynccontextmanager
+async def _session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         try:
             yield session
@@ -219,6 +240,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
                 log.warning("database unavailable", extra={"error": _describe(exc)})
                 raise DatabaseUnavailable from exc
             raise
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: one session per request, committed unless the handler raised.
+
+    Use with `Depends(get_session, scope="function")`, so the commit happens before the
+    response is sent and a database fault there still becomes the response (503).
+    The session connects lazily: a request served from the cache never touches PostgreSQL.
+    """
+    async with _session(request.app.state.sessionmaker) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """`get_session` for handlers that only read: autocommit, no transaction around them."""
+    async with _session(request.app.state.read_sessionmaker) as session:
+        yield session
 
 
 async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:

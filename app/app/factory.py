@@ -15,6 +15,7 @@ from app.config import Settings, get_settings
 from app.db import (
     DatabaseUnavailable,
     create_engine,
+    create_read_sessionmaker,
     create_sessionmaker,
     database_unavailable_handler,
 )
@@ -50,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = create_redis(settings)
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.read_sessionmaker = create_read_sessionmaker(engine)
     app.state.redis = redis
     app.state.cache = Cache(
         redis,

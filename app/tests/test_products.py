@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
+import httpx
 import pytest
+from sqlalchemy import event
 
 from tests.conftest import product
 
@@ -138,3 +143,37 @@ async def test_unknown_route_is_404_json(client) -> None:  # type: ignore[no-unt
     response = await client.get("/nope")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}
+
+
+async def test_an_uncached_read_is_one_round_trip_after_the_ping(  # type: ignore[no-untyped-def]
+    app_factory, make_settings
+) -> None:
+    client = await app_factory(make_settings(cache_enabled=False))
+    engine = client.app.state.engine
+    driver: list[str] = []  # what asyncpg sends by itself: the ping, BEGIN, COMMIT
+    queries: list[str] = []  # what SQLAlchemy runs
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def log_statements(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.driver_connection.add_query_logger(lambda q: driver.append(q.query))
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def log_queries(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        queries.append(statement.split()[0])
+
+    async def sent(request: Awaitable[httpx.Response], status: int) -> tuple[list, list]:
+        driver.clear()
+        queries.clear()
+        assert (await request).status_code == status
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+        return driver, queries
+
+    await engine.dispose()  # connections from here on log their statements
+    created = client.post("/api/v1/products", json=product())
+    assert await sent(created, 201) == (["SELECT 1", "BEGIN;", "COMMIT;"], ["INSERT"])
+    pid = 1  # clean_db restarts the ids
+    # A read: the checkout's ping, then its query(ies); no BEGIN, no COMMIT.
+    got = client.get(f"/api/v1/products/{pid}")
+    assert await sent(got, 200) == (["SELECT 1"], ["SELECT"])
+    listed = client.get("/api/v1/products")
+    assert await sent(listed, 200) == (["SELECT 1"], ["SELECT", "SELECT"])

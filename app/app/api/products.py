@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import require_write
 from app.cache import Cache
 from app.config import Settings
-from app.db import dropping_a_dead_session, get_session, is_unavailable
+from app.db import dropping_a_dead_session, get_read_session, get_session, is_unavailable
 from app.errors import responses
 from app.lock import RedisLock
 from app.models import Product
@@ -21,6 +21,7 @@ from app.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, S
 
 # "function": the session commits (or fails, 503) before the response is sent.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 # Writes need a token granting products:write (app/auth.py); reads are public.
 WRITE = [Depends(require_write)]
@@ -92,7 +93,7 @@ def _location(request: Request, product_id: int) -> str:
 async def list_products(
     request: Request,
     response: Response,
-    session: Session,
+    session: ReadSession,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     category: Annotated[SafeText | None, Query(min_length=1, max_length=64)] = None,
@@ -129,7 +130,7 @@ async def list_products(
 
 
 async def get_product(
-    product_id: ProductId, request: Request, response: Response, session: Session
+    product_id: ProductId, request: Request, response: Response, session: ReadSession
 ) -> Any:
     async def load() -> dict[str, Any] | None:
         product = await session.get(Product, product_id)
