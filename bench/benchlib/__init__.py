@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 os.environ["PATH"] = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
 
 from tools.api_token import auth_headers, token_for  # noqa: E402
-from tools.lab.lab import ssh_cmd  # noqa: E402  (the lab's key and options, REPO on sys.path)
+from tools.lab.lab import lab_processes, ssh_cmd  # noqa: E402  (REPO on sys.path)
 
 # A write token outlives any benchmark.
 WRITE_TOKEN_TTL = 4 * 3600
@@ -279,6 +279,75 @@ class FreshReads:
         return r
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid: (parent pid, CPU seconds of the process and of its children it has reaped)."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            # ppid is field 4; utime, stime, cutime, cstime are fields 14-17 (proc(5)).
+            ticks = sum(int(x) for x in fields[11:15])
+            table[int(entry.name)] = (int(fields[1]), ticks / _TICK)
+    return table
+
+
+def _host_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole host since boot, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(x) for x in fh.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+
+
+class CpuMeter:
+    """The CPU time each lab machine (its whole process tree on this host), the load
+    generator (this process's reaped children: wrk) and the host spend during a block:
+    where a request's CPU goes, on a host whose cores all of them share.
+
+        with CpuMeter(lab.machines) as cpu: r = wrk(...)
+        cpu.seconds  # {"bench-app": 9.1, ..., "wrk": 3.2, "host busy": 19.6, "wall": 10.0}
+    """
+
+    def __init__(self, machines: list[str]):
+        self.machines = machines
+        self.seconds: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        roots = lab_processes()
+        table = _process_table()
+        kids: dict[int, list[int]] = {}
+        for pid, (ppid, _cpu) in table.items():
+            kids.setdefault(ppid, []).append(pid)
+        sample = {}
+        for name in self.machines:
+            total, todo = 0.0, [roots[name]] if name in roots else []
+            while todo:
+                pid = todo.pop()
+                total += table.get(pid, (0, 0.0))[1]
+                todo.extend(kids.get(pid, []))
+            sample[name] = total
+        own = os.times()
+        sample["wrk"] = own.children_user + own.children_system
+        sample["host busy"], _all = _host_busy()
+        sample["wall"] = time.monotonic()
+        return sample
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        self.seconds = {k: round(end[k] - self._start[k], 2) for k in end}
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else 0.0
 
@@ -316,6 +385,17 @@ def machine() -> dict[str, object]:
     }
 
 
+def commit() -> str:
+    """The commit measured, with -dirty when the tree has changes."""
+    return subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def write_json(name: str, data: dict) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
@@ -323,6 +403,7 @@ def write_json(name: str, data: dict) -> Path:
         "bench": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
+        "commit": commit(),
         **data,
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -25,12 +25,14 @@ Both stacks stay up side by side, so bench/stack.py can interleave its cases.
 from __future__ import annotations
 
 import os
+import ssl
+import time
+import urllib.request
 
 GUIDE_PORT = 8443
 GUIDE_APP_PORT = 8001
 APP = "fastapi-ops-app"
 ENV_FILE = f"/etc/{APP}/{APP}.env"
-GUNICORN_CONF = f"/etc/{APP}/gunicorn.conf.py"
 GUIDE_ENV_FILE = f"/etc/{APP}/bench-guide.env"
 CURRENT = f"/srv/{APP}/current"
 
@@ -132,8 +134,9 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
         " && nft insert rule inet fastapi_ops input ip saddr 198.18.0.1"
         f" tcp dport {GUIDE_PORT} accept",
     )
-    # The app's gunicorn.conf.py loads APP_ENV_FILE over the environment: the guide's
-    # settings go into a copy of the role's file.
+    # The app's own Gunicorn settings module, which reads them all from the environment
+    # (the role's gunicorn.conf.py has the role's values written in): the guide's
+    # settings go into a copy of the role's environment file.
     overrides = {
         **GUIDE_ENV,
         "GUNICORN_BIND": f"0.0.0.0:{GUIDE_APP_PORT}",
@@ -148,12 +151,31 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
         f" && systemd-run --unit=bench-guide-app --uid={APP} --gid={APP}"
         f" -p WorkingDirectory={CURRENT} -p EnvironmentFile={GUIDE_ENV_FILE}"
         f" -p EnvironmentFile={CURRENT}/release.env -p RuntimeDirectory=bench-guide-app"
-        f" -E APP_ENV_FILE={GUIDE_ENV_FILE} -E PROMETHEUS_MULTIPROC_DIR=/run/bench-guide-app"
-        f" {CURRENT}/venv/bin/gunicorn --config {GUNICORN_CONF} --access-logfile - app.main:app"
+        " -E PROMETHEUS_MULTIPROC_DIR=/run/bench-guide-app"
+        f" {CURRENT}/venv/bin/gunicorn --config python:app.gunicorn_conf app.main:app"
         f" && nft insert rule inet fastapi_ops input ip saddr {lab.addresses[lb]}"
         f" tcp dport {GUIDE_APP_PORT} accept",
     )
-    return f"https://{lab.addresses[lb]}:{GUIDE_PORT}"
+    url = f"https://{lab.addresses[lb]}:{GUIDE_PORT}"
+    deadline = time.monotonic() + 60
+    while not _live(f"{url}/health/live"):
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                "the guide's app does not answer through its Nginx: "
+                + lab.ssh(app, "journalctl -u bench-guide-app -n 20 --no-pager", check=False)
+            )
+        time.sleep(0.5)
+    return url
+
+
+def _live(url: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed cert
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def remove(lab, lb: str = "bench-lb", app: str = "bench-app") -> None:
