@@ -280,7 +280,8 @@ def main() -> None:
     # CPU milliseconds per request, by machine: on 2 shared cores, what bounds a case.
     cpu_columns = [*MACHINES, "wrk", "host busy"]
     cpu_rows = [
-        [k, *(r["cpu_ms_per_request"].get(m, 0.0) for m in cpu_columns)] for k, r in results.items()
+        [k, *(f"{r['cpu_ms_per_request'].get(m, 0.0):.2f}" for m in cpu_columns)]
+        for k, r in results.items()
     ]
     # Ratios of medians, and the same ratio round by round: how much of a ratio is the
     # shared machine's noise.
