@@ -69,6 +69,7 @@ build:
 
 bench: bootstrap
 	@for b in bench/*.py; do python $$b || exit 1; done
+	python bench/benchlib/report.py
 
 clean:
 	rm -rf .cache .ansible
