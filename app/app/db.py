@@ -149,12 +149,18 @@ def follow_the_primary(
 
 def ping_on_checkout(engine: AsyncEngine) -> None:
     """Replace, on checkout, a pooled connection the server has closed (a restart, a
-    switchover): one round trip, none for a connection asyncpg already knows is closed.
-    SQLAlchemy's own pool_pre_ping wraps its ping in BEGIN and ROLLBACK, for PgBouncer's
-    transaction mode: three round trips on every request, more than a cached read costs."""
+    switchover): one round trip, none for a connection asyncpg already knows is closed
+    or one made just now. SQLAlchemy's own pool_pre_ping wraps its ping in BEGIN and
+    ROLLBACK, for PgBouncer's transaction mode: three round trips on every request."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _fresh(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
+        connection_record.info["fresh"] = True
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _ping(dbapi_connection, connection_record, connection_proxy):  # noqa: ANN001, ANN202
+        if connection_record.info.pop("fresh", False):
+            return  # as SQLAlchemy's pre-ping: a new connection has just answered
         driver = dbapi_connection.driver_connection
         try:
             if driver.is_closed():
