@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -230,39 +229,38 @@ def dropping_a_dead_session(
     return load_or_drop
 
 
-@asynccontextmanager
-async def _session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException as exc:
+def _session_dependency(
+    sessionmaker_name: str,
+) -> Callable[[Request], AsyncIterator[AsyncSession]]:
+    async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
+        sessionmaker: async_sessionmaker[AsyncSession] = getattr(
+            request.app.state, sessionmaker_name
+        )
+        async with sessionmaker() as session:
             try:
-                await session.rollback()
-            except Exception as rollback_error:
-                # The connection died with the request's error; that error is the answer.
-                log.warning("rollback failed", extra={"error": _describe(rollback_error)})
-            if is_unavailable(exc):
-                log.warning("database unavailable", extra={"error": _describe(exc)})
-                raise DatabaseUnavailable from exc
-            raise
+                yield session
+                await session.commit()
+            except BaseException as exc:
+                try:
+                    await session.rollback()
+                except Exception as rollback_error:
+                    # The connection died with the request's error; that error is the answer.
+                    log.warning("rollback failed", extra={"error": _describe(rollback_error)})
+                if is_unavailable(exc):
+                    log.warning("database unavailable", extra={"error": _describe(exc)})
+                    raise DatabaseUnavailable from exc
+                raise
+
+    return session_dependency
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, committed unless the handler raised.
-
-    Use with `Depends(get_session, scope="function")`, so the commit happens before the
-    response is sent and a database fault there still becomes the response (503).
-    The session connects lazily: a request served from the cache never touches PostgreSQL.
-    """
-    async with _session(request.app.state.sessionmaker) as session:
-        yield session
-
-
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """`get_session` for handlers that only read: autocommit, no transaction around them."""
-    async with _session(request.app.state.read_sessionmaker) as session:
-        yield session
+# FastAPI dependency: one session per request, committed unless the handler raised.
+# Use with `Depends(get_session, scope="function")`, so the commit happens before the
+# response is sent and a database fault there still becomes the response (503).
+# The session connects lazily: a request served from the cache never touches PostgreSQL.
+get_session = _session_dependency("sessionmaker")
+# The same for handlers that only read: autocommit, no transaction around them.
+get_read_session = _session_dependency("read_sessionmaker")
 
 
 async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -95,8 +95,8 @@ def rewrite(text: str, new_block: str) -> str:
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         return head + new_block + rest.split(END, 1)[1]
-    title, _, body = text.partition("\n\n")
-    return f"{title}\n\n{new_block}\n\n{body}"
+    title, gap, body = text.partition("\n\n")
+    return f"{title}{gap or chr(10) * 2}{new_block}\n\n{body}"
 
 
 def main() -> None:
