@@ -298,12 +298,12 @@ def _process_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def _host_busy() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole host since boot, from /proc/stat."""
+def _host_busy() -> float:
+    """CPU seconds the whole host has been busy since boot, from /proc/stat."""
     with open("/proc/stat") as fh:
         values = [int(x) for x in fh.readline().split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+    return (sum(values) - idle) / _TICK
 
 
 class CpuMeter:
@@ -311,7 +311,7 @@ class CpuMeter:
     generator (this process's reaped children: wrk) and the host spend during a block:
     where a request's CPU goes, on a host whose cores all of them share.
 
-        with CpuMeter(lab.machines) as cpu: r = wrk(...)
+        with CpuMeter(list(lab.machines)) as cpu: r = wrk(...)
         cpu.seconds  # {"bench-app": 9.1, ..., "wrk": 3.2, "host busy": 19.6, "wall": 10.0}
     """
 
@@ -335,7 +335,7 @@ class CpuMeter:
             sample[name] = total
         own = os.times()
         sample["wrk"] = own.children_user + own.children_system
-        sample["host busy"], _all = _host_busy()
+        sample["host busy"] = _host_busy()
         sample["wall"] = time.monotonic()
         return sample
 
