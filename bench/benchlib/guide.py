@@ -25,9 +25,9 @@ Both stacks stay up side by side, so bench/stack.py can interleave its cases.
 from __future__ import annotations
 
 import os
-import ssl
 import time
-import urllib.request
+
+from benchlib import http_ok
 
 GUIDE_PORT = 8443
 GUIDE_APP_PORT = 8001
@@ -158,7 +158,7 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
     )
     url = f"https://{lab.addresses[lb]}:{GUIDE_PORT}"
     deadline = time.monotonic() + 60
-    while not _live(f"{url}/health/live"):
+    while not http_ok(f"{url}/health/live", timeout=2):
         if time.monotonic() > deadline:
             raise SystemExit(
                 "the guide's app does not answer through its Nginx: "
@@ -166,16 +166,6 @@ def apply(lab, lb: str = "bench-lb", app: str = "bench-app") -> str:
             )
         time.sleep(0.5)
     return url
-
-
-def _live(url: str) -> bool:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed cert
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def remove(lab, lb: str = "bench-lb", app: str = "bench-app") -> None:
